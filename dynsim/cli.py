@@ -1,0 +1,91 @@
+"""Command line: ``dynsim run | info``.
+
+Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
+3 the run diverged, 130 interrupted.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynsim", description="Simulate training of small networks as a "
+                                                           "stochastic dynamical system.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="train an ensemble from a TOML config and write an HDF5 file")
+    r.add_argument("config", help="TOML config file")
+    r.add_argument("-o", "--output", help="HDF5 output (default: next to the config, same name with .h5)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--backend", choices=("cpu", "cuda"), help="override run.backend of the config")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    i = sub.add_parser("info", help="summarise a run file")
+    i.add_argument("file", help="HDF5 file written by dynsim run")
+    i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
+    sub.add_parser("config-keys", help="list every config key with its default and allowed values")
+    return p
+
+
+def _cmd_run(args) -> int:
+    import dataclasses
+
+    from .config import load_config
+    from .engine import Simulation, install_signal_handlers
+
+    config = load_config(args.config)
+    if args.backend:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, backend=args.backend))
+    if args.output:
+        output = Path(args.output)
+    else:
+        output = Path(args.config).with_suffix(".h5")
+        print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
+    sim = Simulation(config)
+    install_signal_handlers()
+    result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
+    if result.code == "completed":
+        if not args.quiet:
+            print(f"dynsim: {result.message}; wrote {output}")
+        return EXIT_OK
+    print(f"dynsim: {result.message}; wrote {output}", file=sys.stderr)
+    return EXIT_INTERRUPTED if result.code == "interrupted" else EXIT_DIVERGED
+
+
+def _cmd_info(args) -> int:
+    from .store import RunReader
+
+    with RunReader(args.file) as reader:
+        print(reader.config_text if args.config else reader.summary())
+    return EXIT_OK
+
+
+def _cmd_config_keys(args) -> int:
+    import dataclasses
+
+    from .config import _SECTIONS
+
+    for name, cls in _SECTIONS.items():
+        print(f"[{name}]")
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(cls)}
+        for key, allowed, doc in cls.describe():
+            print(f"  {key} = {defaults[key]!r:<22} {doc}; {allowed}")
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    from .spec import ConfigError
+    from .store import StoreError
+
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "info": _cmd_info, "config-keys": _cmd_config_keys}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, StoreError) as exc:
+        print(f"dynsim: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""A run's configuration: TOML -> validated frozen dataclasses, and back to TOML.
+
+A config file has the tables ``[run]``, ``[model]``, ``[task]``, ``[training]`` and ``[record]``;
+every key is optional and has a documented default (``dynsim info --config-keys`` lists them).
+Validation happens once, here and in the sections' ``__post_init__``: an unknown key, a wrong type,
+a value out of range or a contradiction between options raises ``ConfigError`` naming the field.
+The *resolved* config (defaults and derived values filled in) is what a run writes into its file.
+"""
+import dataclasses
+import hashlib
+import math
+import tomllib
+from pathlib import Path
+
+from .integrators import TrainerSpec
+from .models.simple import SimpleNet
+from .observables import DEFAULT_OBSERVABLES, OBSERVABLES
+from .rng import MAX_STEPS
+from .spec import ConfigError, Section, option
+from .tasks import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec(Section):
+    SECTION = "run"
+    seed: int = option(0, "int", "seed of every random draw (with the replica index)", minimum=0,
+                       maximum=2**64 - 1)
+    replicas: int = option(16, "int", "independent replicas trained together", minimum=1, maximum=2**32 - 1)
+    steps: int = option(10_000, "int", "training steps", minimum=1, maximum=MAX_STEPS - 1)
+    backend: str = option("cpu", "str", "compute backend", choices=("cpu", "cuda"))
+    on_divergence: str = option("stop", "str", "when a replica's loss becomes non-finite: stop the run, "
+                                               "or freeze that replica and go on", choices=("stop", "freeze"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSpec(Section):
+    SECTION = "record"
+    n_records: int = option(40, "int", "number of record times (before de-duplication of log-spaced steps)",
+                            minimum=2, maximum=1_000_000)
+    spacing: str = option("log", "str", "record steps log-spaced (plus 0 and the last) or evenly spaced",
+                          choices=("log", "linear"))
+    observables: tuple = option(None, "str_list", "observables to record (default: all that apply)",
+                                choices=tuple(OBSERVABLES), optional=True)
+    block_records: int = option(16, "int", "records buffered in memory before a block is written",
+                                minimum=1, maximum=100_000)
+    checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints (also at every "
+                                                      "block write)", minimum=0.0)
+    compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
+
+
+_SECTIONS = {"run": RunSpec, "model": SimpleNet, "task": TaskSpec, "training": TrainerSpec, "record": RecordSpec}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    run: RunSpec = dataclasses.field(default_factory=RunSpec)
+    model: SimpleNet = dataclasses.field(default_factory=SimpleNet)
+    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+    training: TrainerSpec = dataclasses.field(default_factory=TrainerSpec)
+    record: RecordSpec = dataclasses.field(default_factory=RecordSpec)
+
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        t, task = self.training, self.task
+        if t.batch_size is not None and t.batch_size > task.n_train:
+            raise ConfigError("training.batch_size", f"got {t.batch_size}; must be <= task.n_train "
+                                                     f"({task.n_train}), the size of the training set")
+        if t.loss == "cross_entropy" and not (task.is_classification and task.labels == "pm1"):
+            raise ConfigError("training.loss", "got 'cross_entropy'; it needs +1/-1 labels: use task.kind "
+                                               "'encoding' or 'random_labels' with task.labels = 'pm1', or loss 'squared'")
+        for name in self.record.observables or ():
+            if OBSERVABLES[name].classification_only and not task.is_classification:
+                raise ConfigError("record.observables", f"got {name!r}; it needs a classification task, "
+                                                        f"and task.kind = {task.kind!r} is regression")
+
+    @property
+    def observables(self) -> tuple[str, ...]:
+        if self.record.observables is not None:
+            return tuple(self.record.observables)
+        return tuple(n for n in DEFAULT_OBSERVABLES
+                     if self.task.is_classification or not OBSERVABLES[n].classification_only)
+
+    def resolved(self) -> "Config":
+        """The same config with derived values filled in (what a run writes to its file)."""
+        task = dataclasses.replace(self.task, seed=self.run.seed if self.task.seed is None else self.task.seed,
+                                   teacher_activation=self.task.teacher_activation or self.model.activation)
+        training = self.training
+        if training.method != "gd":
+            training = dataclasses.replace(training, batch_size=training.effective_batch(self.task.n_train))
+        record = dataclasses.replace(self.record, observables=self.observables)
+        return dataclasses.replace(self, task=task, training=training, record=record)
+
+    def to_mapping(self) -> dict:
+        return {name: getattr(self, name).to_mapping() for name in _SECTIONS}
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_mapping())
+
+    def digest(self) -> str:
+        """sha256 of the resolved config's TOML text: equal configs give equal digests."""
+        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
+
+
+def config_from_mapping(data: dict) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("<top>", f"expected tables, got {type(data).__name__}")
+    for key in data:
+        if key not in _SECTIONS:
+            raise ConfigError(key, f"unknown table [{key}]; allowed: {', '.join('[' + s + ']' for s in _SECTIONS)}")
+    return Config(**{name: cls.from_mapping(data.get(name, {})) for name, cls in _SECTIONS.items()})
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, f"not valid TOML: {exc}") from None
+    return config_from_mapping(data)
+
+
+def load_config(path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such config file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_toml(tables: dict) -> str:
+    """TOML text for {table: {key: scalar or list}}; keys with value None are omitted."""
+    lines = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The time loop: config -> (model, data, trainer, schedule) -> backend kernels -> store.
+
+``Simulation`` is the thin Python shell: it validates, builds the data, packs the model and trainer
+into plain arrays, allocates, and then alternates compiled ``advance`` calls (between record
+times, split into chunks for progress and checkpoints) with compiled ``measure`` calls whose
+buffers go to the store. It never computes physics itself.
+"""
+import dataclasses
+import signal
+import sys
+import time
+
+import numpy as np
+
+from ..losses import LOSSES
+from ..observables import allocate
+from ..spec import ConfigError
+from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunWriter
+from ..tasks import make_dataset
+from .cpu import STATUS_OK, CpuBackend
+from .schedule import record_steps
+
+# Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
+_CHUNK_WORK = 2e8
+
+
+@dataclasses.dataclass
+class RunResult:
+    path: str
+    code: str
+    message: str
+    last_step: int
+    params: np.ndarray
+    failed_replicas: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        return self.code == STATUS_COMPLETED
+
+
+def get_backend(name: str):
+    if name == "cpu":
+        return CpuBackend()
+    raise ConfigError("run.backend", f"got {name!r}; the CUDA backend is not part of this version yet: "
+                                     "use backend = 'cpu'")
+
+
+class Simulation:
+    """A configured ensemble, ready to run."""
+
+    def __init__(self, config):
+        self.config = config.resolved()
+        cfg = self.config
+        self.backend = get_backend(cfg.run.backend)
+        self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed)
+        self.model_ints, self.model_floats = cfg.model.kernel_arrays()
+        self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train)
+        self.record_steps = record_steps(cfg.run.steps, cfg.record.n_records, cfg.record.spacing)
+        self.loss_code = LOSSES[cfg.training.loss]
+        self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
+        batch = cfg.training.effective_batch(cfg.task.n_train)
+        work = cfg.run.replicas * batch * cfg.model.width * (cfg.model.input_dim + 4)
+        self.chunk_steps = int(max(1, _CHUNK_WORK // max(work, 1)))
+
+    def initial_params(self) -> np.ndarray:
+        return self.config.model.init_params(self.config.run.seed, self.config.run.replicas)
+
+    def advance(self, params, s0, s1, status, failed_step):
+        self.backend.advance(params, self.data, self.model_ints, self.model_floats, self.trainer_ints,
+                             self.trainer_floats, self.config.run.seed, s0, s1, status, failed_step)
+
+    def measure(self, params, buffers):
+        self.backend.measure(params, self.data, self.model_ints, self.model_floats, self.loss_code,
+                             self.config.training.eta, self.class_threshold, buffers)
+
+    def run(self, path, *, overwrite=False, progress=None) -> RunResult:
+        cfg = self.config
+        params = self.initial_params()
+        writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
+                           observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
+                           overwrite=overwrite)
+        try:
+            return self._loop(writer, params, progress)
+        finally:
+            writer.close()
+
+    def _loop(self, writer, params, progress) -> RunResult:
+        cfg = self.config
+        replicas, eta = cfg.run.replicas, cfg.training.eta
+        status = np.zeros(replicas, dtype=np.int8)
+        failed_step = np.full(replicas, -1, dtype=np.int64)
+        buffers = allocate(cfg.observables, replicas, self.data.x_probe.shape[0], self.data.x_source.shape[0])
+        bar = _progress_bar(cfg.run.steps, progress)
+        step = 0
+        last_checkpoint = time.monotonic()
+        try:
+            for target in self.record_steps:
+                while step < target:
+                    s1 = min(int(target), step + self.chunk_steps)
+                    self.advance(params, step, s1, status, failed_step)
+                    if cfg.run.on_divergence == "stop" and np.any(status != STATUS_OK):
+                        bar.close()
+                        return self._diverged(writer, params, status, failed_step, step, stopped=True)
+                    bar.update(s1 - step)
+                    step = s1
+                    if time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds:
+                        writer.checkpoint(step, params)
+                        last_checkpoint = time.monotonic()
+                self.measure(params, buffers)
+                writer.append(step, step * eta, buffers)
+                if writer.block_full:
+                    writer.checkpoint(step, params)
+                    last_checkpoint = time.monotonic()
+        except KeyboardInterrupt:
+            bar.close()
+            message = f"interrupted at step {step}; records up to there are kept"
+            writer.finish(step, params, STATUS_INTERRUPTED, message)
+            return RunResult(str(writer.path), STATUS_INTERRUPTED, message, step, params,
+                             np.flatnonzero(status))
+        bar.close()
+        if np.any(status != STATUS_OK):
+            return self._diverged(writer, params, status, failed_step, step, stopped=False)
+        message = f"completed {step} steps, {writer.records_total} records"
+        writer.finish(step, params, STATUS_COMPLETED, message)
+        return RunResult(str(writer.path), STATUS_COMPLETED, message, step, params, np.zeros(0, dtype=np.int64))
+
+    def _diverged(self, writer, params, status, failed_step, step, *, stopped) -> RunResult:
+        bad = np.flatnonzero(status != STATUS_OK)
+        first = bad[np.argmin(failed_step[bad])]
+        where = f"replica {first} at step {failed_step[first]}"
+        if stopped:
+            message = (f"diverged: non-finite loss gradient or parameters in {where} "
+                       f"({bad.size} replica(s) affected); run stopped, records up to step {step} kept")
+        else:
+            message = (f"diverged: {bad.size} replica(s) frozen after non-finite loss, first {where}; "
+                       f"the others completed {step} steps")
+        writer.finish(step, params, STATUS_DIVERGED, message, replica=int(first), failed_step=int(failed_step[first]),
+                      failed_steps=failed_step)
+        return RunResult(str(writer.path), STATUS_DIVERGED, message, step, params, bad)
+
+
+def _progress_bar(total: int, progress):
+    from tqdm import tqdm
+
+    enabled = sys.stderr.isatty() if progress is None else bool(progress)
+    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, dynamic_ncols=True,
+                desc="dynsim", leave=False)
+
+
+def run(config, path, **kwargs) -> RunResult:
+    """Run ``config`` (a ``Config``) and write ``path``; see ``Simulation.run``."""
+    return Simulation(config).run(path, **kwargs)
+
+
+# SIGTERM (batch schedulers' pre-emption) is turned into the same clean stop as Ctrl-C.
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers():
+    signal.signal(signal.SIGTERM, _raise_interrupt)

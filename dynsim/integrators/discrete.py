@@ -1,0 +1,75 @@
+"""Compiled per-replica steps of the discrete-time trainers (GD, SGD, Langevin).
+
+One step of replica ``replica`` at step number ``step``:
+
+    g     = (1/B) sum_{mu in batch} l'(f(x_mu), y_mu) grad_theta f(x_mu)
+    theta = theta - eta (g + lambda theta) + sqrt(2 eta T) xi
+
+The batch is all samples (GD, Langevin without batch), B indices drawn independently (with
+replacement) or the next B entries of an epoch-wise shuffle (without replacement). Every random
+draw is addressed by (seed, replica, stream, step, index), see ``dynsim.rng``; the epoch shuffle is
+recomputed from its epoch number, so a step depends only on theta and the step number.
+"""
+import math
+
+from numba import njit
+
+from ..losses import loss_derivative
+from ..models.simple import MI_DIM, add_gradient, forward
+from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
+from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
+
+_FULL, _WITH_REPLACEMENT, _WITHOUT_REPLACEMENT = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g):
+    """g += coef * l'(f(x_mu), y_mu) grad f(x_mu); returns l' (non-finite flags divergence)."""
+    f = forward(theta, x[mu], mi, mf, z, h)
+    dl = loss_derivative(f, y[mu], loss_code)
+    add_gradient(theta, x[mu], mi, mf, z, h, coef * dl, g)
+    return dl
+
+
+@njit(cache=True)
+def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
+    """Advance one replica by one step in place; False if the loss gradient was not finite."""
+    dim = mi[MI_DIM]
+    n_train = x.shape[0]
+    batch = ti[TI_BATCH]
+    sampling = ti[TI_SAMPLING]
+    loss_code = ti[TI_LOSS]
+    for j in range(dim):
+        g[j] = 0.0
+    coef = 1.0 / batch
+    dl_sum = 0.0
+    if sampling == _FULL:
+        for mu in range(n_train):
+            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
+    elif sampling == _WITH_REPLACEMENT:
+        for b in range(batch):
+            mu = index_at(seed, replica, STREAM_BATCH, step, b, n_train)
+            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
+    else:
+        for b in range(batch):
+            position = step * batch + b
+            epoch = position // n_train
+            if epoch != perm_epoch[0]:
+                fill_permutation(seed, replica, STREAM_PERMUTATION, epoch, perm)
+                perm_epoch[0] = epoch
+            mu = perm[position - epoch * n_train]
+            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
+    if not math.isfinite(dl_sum):
+        return False
+    eta = tf[TF_ETA]
+    decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
+    for j in range(dim):
+        theta[j] = decay * theta[j] - eta * g[j]
+    noise = tf[TF_NOISE_STD]
+    if noise > 0.0:
+        for k in range((dim + 1) // 2):
+            xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
+            theta[2 * k] += noise * xi0
+            if 2 * k + 1 < dim:
+                theta[2 * k + 1] += noise * xi1
+    return True

@@ -1,0 +1,179 @@
+"""The simple network: one hidden layer, scalar output.
+
+    f(x; theta) = s * sum_{i=1..N} a_i sigma(w_i . x + b_i) + c
+
+with s = 1 ("standard" scaling, a_i ~ N(0, sigma_a^2 / N)) or s = 1/sqrt(N) ("ntk" scaling,
+a_i ~ N(0, sigma_a^2)); both give the same output distribution at initialisation, but different
+training dynamics (the NTK scaling keeps the tangent kernel O(1) as N grows). Input weights are
+w_i ~ N(0, sigma_w^2 / D), hidden biases b_i ~ N(0, sigma_b^2), the output bias c starts at 0.
+
+Parameters of one replica live in one flat float64 vector; ``SimpleNet.layout`` defines the
+packing once (C order), and ``param_layout`` writes it as a string into every HDF5 file.
+"""
+import dataclasses
+import math
+
+import numpy as np
+from numba import njit
+
+from ..rng import STREAM_INIT, normal_at
+from ..spec import Section, option
+from .activations import ACTIVATIONS, activate, activate_derivative
+
+# Positions in the packed integer description ``model_ints`` that the kernels take.
+MI_ACTIVATION, MI_INPUT_DIM, MI_WIDTH, MI_OFF_B, MI_OFF_A, MI_OFF_C, MI_DIM = range(7)
+# Positions in ``model_floats``.
+MF_OUTPUT_SCALE, MF_STD_W, MF_STD_B, MF_STD_A = range(4)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleNet(Section):
+    SECTION = "model"
+    kind: str = option("simple", "str", "network family", choices=("simple",))
+    input_dim: int = option(1, "int", "input dimension D", minimum=1, maximum=100_000)
+    width: int = option(32, "int", "hidden units N", minimum=1, maximum=1_000_000)
+    activation: str = option("tanh", "str", "hidden activation", choices=tuple(ACTIVATIONS))
+    scaling: str = option("standard", "str", "output scaling: 'standard' (factor 1) or 'ntk' (factor 1/sqrt(N))",
+                          choices=("standard", "ntk"))
+    hidden_bias: bool = option(True, "bool", "hidden biases b_i are parameters")
+    output_bias: bool = option(False, "bool", "output bias c is a parameter")
+    weight_std: float = option(1.0, "float", "sigma_w: input weights ~ N(0, sigma_w^2 / D)", minimum=0.0)
+    bias_std: float = option(0.0, "float", "sigma_b: hidden biases ~ N(0, sigma_b^2)", minimum=0.0)
+    output_std: float = option(1.0, "float", "sigma_a: output weights ~ N(0, sigma_a^2 / N) standard, N(0, sigma_a^2) ntk",
+                               minimum=0.0)
+
+    @property
+    def output_scale(self) -> float:
+        """The factor s in front of the sum over hidden units."""
+        return 1.0 / math.sqrt(self.width) if self.scaling == "ntk" else 1.0
+
+    @property
+    def layout(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(name, shape) of each parameter block in the flat vector, in order."""
+        blocks = [("W", (self.width, self.input_dim))]
+        if self.hidden_bias:
+            blocks.append(("b", (self.width,)))
+        blocks.append(("a", (self.width,)))
+        if self.output_bias:
+            blocks.append(("c", (1,)))
+        return tuple(blocks)
+
+    @property
+    def param_layout(self) -> str:
+        """The layout as written to HDF5, e.g. ``W:width,input_dim;b:width;a:width``."""
+        dims = {"W": "width,input_dim", "b": "width", "a": "width", "c": "1"}
+        parts = [f"{name}:{dims[name]}" for name, _ in self.layout]
+        return ";".join(parts)
+
+    def offsets(self) -> dict[str, int]:
+        out, pos = {}, 0
+        for name, shape in self.layout:
+            out[name] = pos
+            pos += int(np.prod(shape))
+        out["dim"] = pos
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return self.offsets()["dim"]
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Views of the blocks of one flat parameter vector (or a [..., dim] array)."""
+        off = self.offsets()
+        return {name: theta[..., off[name]:off[name] + int(np.prod(shape))].reshape(theta.shape[:-1] + shape)
+                for name, shape in self.layout}
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The plain arrays the compiled kernels take: (model_ints, model_floats)."""
+        off = self.offsets()
+        ints = np.array([ACTIVATIONS[self.activation], self.input_dim, self.width, off.get("b", -1),
+                         off["a"], off.get("c", -1), off["dim"]], dtype=np.int64)
+        a_std = self.output_std if self.scaling == "ntk" else self.output_std / math.sqrt(self.width)
+        floats = np.array([self.output_scale, self.weight_std / math.sqrt(self.input_dim), self.bias_std, a_std],
+                          dtype=np.float64)
+        return ints, floats
+
+    def attributes(self) -> dict:
+        """The ``/model`` attributes that let a file describe its model without dynsim."""
+        return dict(kind=self.kind, activation=self.activation, input_dim=self.input_dim, width=self.width,
+                    output_scale=self.output_scale, scaling=self.scaling, param_layout=self.param_layout,
+                    n_params=self.n_params, hidden_bias=self.hidden_bias, output_bias=self.output_bias,
+                    weight_std=self.weight_std, bias_std=self.bias_std, output_std=self.output_std,
+                    formula="f(x) = output_scale * sum_i a_i act(sum_d W[i,d] x_d + b_i) + c")
+
+    def outputs(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector)."""
+        ints, floats = self.kernel_arrays()
+        out = np.empty(x.shape[0])
+        _outputs(np.ascontiguousarray(theta, dtype=np.float64), np.ascontiguousarray(x, dtype=np.float64),
+                 ints, floats, out)
+        return out
+
+    def init_params(self, seed: int, replicas: int) -> np.ndarray:
+        """Initial parameters [replicas, n_params], replica r from the counter stream (seed, r)."""
+        ints, floats = self.kernel_arrays()
+        out = np.empty((replicas, self.n_params))
+        _init_params(np.uint64(seed), ints, floats, out)
+        return out
+
+
+@njit(cache=True, inline="always")
+def forward(theta, x, mi, mf, z, h):
+    """f(x; theta); fills the pre-activations z[N] and hidden activations h[N]."""
+    act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
+    off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    acc = 0.0
+    for i in range(width):
+        pre = theta[off_b + i] if off_b >= 0 else 0.0
+        row = i * n_in
+        for d in range(n_in):
+            pre += theta[row + d] * x[d]
+        z[i] = pre
+        hi = activate(pre, act)
+        h[i] = hi
+        acc += theta[off_a + i] * hi
+    f = mf[MF_OUTPUT_SCALE] * acc
+    if off_c >= 0:
+        f += theta[off_c]
+    return f
+
+
+@njit(cache=True, inline="always")
+def add_gradient(theta, x, mi, mf, z, h, coef, g):
+    """g += coef * d f(x; theta) / d theta, using z, h from ``forward`` at the same (theta, x)."""
+    act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
+    off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    cs = coef * mf[MF_OUTPUT_SCALE]
+    for i in range(width):
+        gz = cs * theta[off_a + i] * activate_derivative(z[i], act)
+        row = i * n_in
+        for d in range(n_in):
+            g[row + d] += gz * x[d]
+        if off_b >= 0:
+            g[off_b + i] += gz
+        g[off_a + i] += cs * h[i]
+    if off_c >= 0:
+        g[off_c] += coef
+
+
+@njit(cache=True)
+def _outputs(theta, x, mi, mf, out):
+    z = np.empty(mi[MI_WIDTH])
+    h = np.empty(mi[MI_WIDTH])
+    for k in range(x.shape[0]):
+        out[k] = forward(theta, x[k], mi, mf, z, h)
+
+
+@njit(cache=True)
+def _init_params(seed, mi, mf, out):
+    n_in, width, off_b, off_a, off_c = mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    for r in range(out.shape[0]):
+        theta = out[r]
+        for k in range(width * n_in):
+            theta[k] = mf[MF_STD_W] * normal_at(seed, r, STREAM_INIT, 0, k)
+        for i in range(width):
+            if off_b >= 0:
+                theta[off_b + i] = mf[MF_STD_B] * normal_at(seed, r, STREAM_INIT, 1, i)
+            theta[off_a + i] = mf[MF_STD_A] * normal_at(seed, r, STREAM_INIT, 2, i)
+        if off_c >= 0:
+            theta[off_c] = 0.0

@@ -1,0 +1,139 @@
+"""What is measured at record times: one registry of specs, one compiled kernel.
+
+Every observable is stored as ``/observables/NAME`` with shape ``[record, replica, *dims]``; the
+spec below is the single source of its dims, units and description (the store loops over it).
+
+Training response (as defined in dynsim, DESIGN.md section 4): at record step t, for every source
+sample x_s take the update a plain gradient step on x_s alone would make,
+Delta theta = -eta l'(f(x_s), y_s) grad_theta f(x_s) (no noise, no weight decay), apply it to a
+copy of the replica and record R_t(x; x_s) = f(x; theta + Delta theta) - f(x; theta) at every
+probe x. Its first-order prediction is -eta l'(x_s) Theta_t(x, x_s), Theta_t the empirical NTK.
+"""
+import dataclasses
+
+import numpy as np
+from numba import njit, prange
+
+from ..losses import loss_derivative, loss_value
+from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservableSpec:
+    name: str
+    dims: tuple[str, ...]  # dims after (record, replica)
+    units: str
+    description: str
+    classification_only: bool = False
+    expensive: bool = False
+
+
+OBSERVABLE_SPECS = (
+    ObservableSpec("loss_train", (), "loss", "training loss L = mean over training samples of l(f, y)"),
+    ObservableSpec("loss_test", (), "loss", "mean loss over the test set"),
+    ObservableSpec("accuracy_train", (), "fraction", "fraction of training samples classified correctly", True),
+    ObservableSpec("accuracy_test", (), "fraction", "fraction of test samples classified correctly", True),
+    ObservableSpec("param_norm", (), "parameter units", "Euclidean norm |theta| of the flat parameter vector"),
+    ObservableSpec("ntk", ("probe", "probe2"), "output^2 / parameter^2",
+                   "empirical NTK Theta_t(x_p, x_q) = grad f(x_p) . grad f(x_q) on the probes", expensive=True),
+    ObservableSpec("response", ("source", "probe"), "output",
+                   "exact one-step response R_t(x_p; x_s) = f(x_p; theta + Delta theta_s) - f(x_p; theta)",
+                   expensive=True),
+    ObservableSpec("response_linear", ("source", "probe"), "output",
+                   "first-order response -eta l'(x_s) Theta_t(x_p, x_s)", expensive=True),
+)
+OBSERVABLES = {spec.name: spec for spec in OBSERVABLE_SPECS}
+DEFAULT_OBSERVABLES = tuple(OBSERVABLES)
+
+
+def dim_sizes(n_probes: int, n_sources: int) -> dict[str, int]:
+    return {"probe": n_probes, "probe2": n_probes, "source": n_sources}
+
+
+def allocate(names, replicas: int, n_probes: int, n_sources: int) -> dict[str, np.ndarray]:
+    """Buffers for one record of every observable the kernel fills (unselected ones are empty)."""
+    sizes = dim_sizes(n_probes, n_sources)
+    names = set(names)
+    if names & {"response", "response_linear"}:  # computed together by the kernel
+        names |= {"response", "response_linear"}
+    out = {}
+    for spec in OBSERVABLE_SPECS:
+        shape = tuple(sizes[d] if spec.name in names else 0 for d in spec.dims)
+        out[spec.name] = np.full((replicas,) + shape, np.nan)
+    return out
+
+
+def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers):
+    """Fill ``buffers`` (from ``allocate``) for every replica at the current parameters."""
+    _measure(params, data.x_train, data.y_train, data.x_test, data.y_test, data.x_probe, data.x_source,
+             data.y_source, mi, mf, loss_code, eta, class_threshold,
+             buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"], buffers["accuracy_test"],
+             buffers["param_norm"], buffers["ntk"], buffers["response"], buffers["response_linear"])
+
+
+@njit(cache=True, inline="always")
+def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
+    n = x.shape[0]
+    if n == 0:
+        return np.nan, np.nan
+    total, correct = 0.0, 0
+    for mu in range(n):
+        f = forward(theta, x[mu], mi, mf, z, h)
+        total += loss_value(f, y[mu], loss_code)
+        if (f >= threshold) == (y[mu] >= threshold):
+            correct += 1
+    return total / n, correct / n
+
+
+@njit(cache=True, parallel=True)
+def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
+             class_threshold, loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response,
+             response_linear):
+    replicas = params.shape[0]
+    dim, width = mi[MI_DIM], mi[MI_WIDTH]
+    n_probe, n_src = x_probe.shape[0], x_src.shape[0]
+    want_ntk = ntk.shape[1] > 0
+    want_response = response.shape[1] > 0 or response_linear.shape[1] > 0
+    for r in prange(replicas):
+        theta = params[r]
+        z = np.empty(width)
+        h = np.empty(width)
+        loss_train[r], acc_train[r] = _loss_and_accuracy(theta, x_train, y_train, mi, mf, loss_code,
+                                                         class_threshold, z, h)
+        loss_test[r], acc_test[r] = _loss_and_accuracy(theta, x_test, y_test, mi, mf, loss_code,
+                                                       class_threshold, z, h)
+        sq = 0.0
+        for j in range(dim):
+            sq += theta[j] * theta[j]
+        param_norm[r] = np.sqrt(sq)
+        if not (want_ntk or want_response):
+            continue
+        grads = np.zeros((n_probe, dim))
+        f_probe = np.empty(n_probe)
+        for p in range(n_probe):
+            f_probe[p] = forward(theta, x_probe[p], mi, mf, z, h)
+            add_gradient(theta, x_probe[p], mi, mf, z, h, 1.0, grads[p])
+        if want_ntk:
+            for p in range(n_probe):
+                for q in range(p, n_probe):
+                    k = 0.0
+                    for j in range(dim):
+                        k += grads[p, j] * grads[q, j]
+                    ntk[r, p, q] = k
+                    ntk[r, q, p] = k
+        if want_response:
+            g_src = np.empty(dim)
+            moved = np.empty(dim)
+            for s in range(n_src):
+                g_src[:] = 0.0
+                f_s = forward(theta, x_src[s], mi, mf, z, h)
+                add_gradient(theta, x_src[s], mi, mf, z, h, 1.0, g_src)
+                step = -eta * loss_derivative(f_s, y_src[s], loss_code)
+                for j in range(dim):
+                    moved[j] = theta[j] + step * g_src[j]
+                for p in range(n_probe):
+                    k = 0.0
+                    for j in range(dim):
+                        k += grads[p, j] * g_src[j]
+                    response_linear[r, s, p] = step * k
+                    response[r, s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
