@@ -1,0 +1,64 @@
+"""Shared seeds, tolerances and small-config builders for the test suite.
+
+Tolerances are stated where they are used; the ones shared by many tests live here:
+
+* FLOAT_RTOL: two float64 computations of the same quantity by different code (NumPy vs the
+  compiled kernel, different summation order) agree to ~1e-15 per operation; with O(100)
+  accumulated operations and cancellation in small differences, 1e-10 relative leaves a wide
+  margin while any real bug (wrong term, wrong factor) is orders of magnitude larger.
+"""
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dynsim.config import Config, RecordSpec, RunSpec
+from dynsim.integrators import TrainerSpec
+from dynsim.models.simple import SimpleNet
+from dynsim.tasks import TaskSpec
+
+SEED = 20261125
+FLOAT_RTOL = 1e-10
+
+
+def small_config(**sections) -> Config:
+    """A tiny but complete config; override per section with dicts, e.g. model=dict(width=4)."""
+    base = dict(run=dict(seed=SEED, replicas=3, steps=40),
+                model=dict(input_dim=2, width=6, activation="tanh", bias_std=0.5, output_bias=True),
+                task=dict(kind="teacher", n_train=10, n_test=12, n_probes=5, n_sources=3),
+                training=dict(method="sgd", eta=0.05, batch_size=2),
+                record=dict(n_records=8, block_records=3))
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Config(run=RunSpec(**base["run"]), model=SimpleNet(**base["model"]), task=TaskSpec(**base["task"]),
+                  training=TrainerSpec(**base["training"]), record=RecordSpec(**base["record"]))
+
+
+def write_config(path, config: Config):
+    path.write_text(config.to_toml())
+    return path
+
+
+def run_cli(*args, env=None, check=False, timeout=600):
+    """Run ``python -m dynsim.cli ARGS`` in a subprocess; returns CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "dynsim.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dynsim {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+def replace(config: Config, **sections) -> Config:
+    """``config`` with some fields of some sections replaced: replace(cfg, run=dict(seed=2))."""
+    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **values)
+                                          for name, values in sections.items()})
