@@ -41,7 +41,8 @@ def option(default, kind: str, doc: str, *, choices=None, minimum=None, maximum=
 
 def _describe_allowed(meta) -> str:
     if meta["choices"] is not None:
-        return "allowed: " + ", ".join(repr(c) for c in meta["choices"])
+        prefix = "must be a list of strings, each one of: " if meta["kind"] == "str_list" else "allowed: "
+        return prefix + ", ".join(repr(c) for c in meta["choices"])
     parts = [_KINDS[meta["kind"]]]
     if meta["minimum"] is not None:
         parts.append(("> " if meta["exclusive_minimum"] else ">= ") + repr(meta["minimum"]))
