@@ -15,7 +15,7 @@ import math
 from numba import njit
 
 from ..losses import loss_derivative
-from ..models.simple import MI_DIM, add_gradient, forward
+from ..models.simple import MI_DIM, add_gradient, descend_single_sample, forward
 from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
 from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
 
@@ -31,7 +31,29 @@ def _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g):
     return dl
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch):
+    """Index of the b-th sample of the batch at ``step`` (sgd sampling modes only)."""
+    if sampling == _WITH_REPLACEMENT:
+        return index_at(seed, replica, STREAM_BATCH, step, b, n_train)
+    position = step * batch + b
+    epoch = position // n_train
+    if epoch != perm_epoch[0]:
+        fill_permutation(seed, replica, STREAM_PERMUTATION, epoch, perm)
+        perm_epoch[0] = epoch
+    return perm[position - epoch * n_train]
+
+
+@njit(cache=True, inline="always")
+def _add_noise(theta, dim, noise, seed, replica, step):
+    for k in range((dim + 1) // 2):
+        xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
+        theta[2 * k] += noise * xi0
+        if 2 * k + 1 < dim:
+            theta[2 * k + 1] += noise * xi1
+
+
+@njit(cache=True, inline="always")
 def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
     """Advance one replica by one step in place; False if the loss gradient was not finite."""
     dim = mi[MI_DIM]
@@ -39,6 +61,20 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
     batch = ti[TI_BATCH]
     sampling = ti[TI_SAMPLING]
     loss_code = ti[TI_LOSS]
+    eta = tf[TF_ETA]
+    decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
+    noise = tf[TF_NOISE_STD]
+    if batch == 1 and sampling != _FULL:
+        # single-sample SGD: gradient and update fused into one pass over the parameters
+        mu = _sample_index(seed, replica, step, 0, 1, n_train, sampling, perm, perm_epoch)
+        f = forward(theta, x[mu], mi, mf, z, h)
+        dl = loss_derivative(f, y[mu], loss_code)
+        if not math.isfinite(dl):
+            return False
+        descend_single_sample(theta, x[mu], mi, mf, z, h, eta * dl, decay)
+        if noise > 0.0:
+            _add_noise(theta, dim, noise, seed, replica, step)
+        return True
     for j in range(dim):
         g[j] = 0.0
     coef = 1.0 / batch
@@ -46,30 +82,14 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
     if sampling == _FULL:
         for mu in range(n_train):
             dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
-    elif sampling == _WITH_REPLACEMENT:
-        for b in range(batch):
-            mu = index_at(seed, replica, STREAM_BATCH, step, b, n_train)
-            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
     else:
         for b in range(batch):
-            position = step * batch + b
-            epoch = position // n_train
-            if epoch != perm_epoch[0]:
-                fill_permutation(seed, replica, STREAM_PERMUTATION, epoch, perm)
-                perm_epoch[0] = epoch
-            mu = perm[position - epoch * n_train]
+            mu = _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch)
             dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
     if not math.isfinite(dl_sum):
         return False
-    eta = tf[TF_ETA]
-    decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
     for j in range(dim):
         theta[j] = decay * theta[j] - eta * g[j]
-    noise = tf[TF_NOISE_STD]
     if noise > 0.0:
-        for k in range((dim + 1) // 2):
-            xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
-            theta[2 * k] += noise * xi0
-            if 2 * k + 1 < dim:
-                theta[2 * k + 1] += noise * xi1
+        _add_noise(theta, dim, noise, seed, replica, step)
     return True

@@ -60,6 +60,22 @@ def activate_derivative(z, code):
 
 
 @njit(cache=True, inline="always")
+def derivative_from_value(z, h, code):
+    """sigma'(z) given h = sigma(z) as well: saves re-evaluating the transcendental in the hot loop."""
+    if code == TANH:
+        return 1.0 - h * h
+    if code == RELU:
+        return 1.0 if z > 0.0 else 0.0
+    if code == LINEAR:
+        return 1.0
+    if code == SIGMOID:
+        return h * (1.0 - h)
+    if code == ERF:
+        return _TWO_OVER_SQRT_PI * math.exp(-z * z)
+    return -math.expm1(-h)  # softplus: sigmoid(z) = 1 - exp(-softplus(z))
+
+
+@njit(cache=True, inline="always")
 def activate_second_derivative(z, code):
     """sigma''(z) (zero for the piecewise-linear ones away from the kink)."""
     if code == TANH:

@@ -18,7 +18,7 @@ from numba import njit
 
 from ..rng import STREAM_INIT, normal_at
 from ..spec import Section, option
-from .activations import ACTIVATIONS, activate, activate_derivative
+from .activations import ACTIVATIONS, activate, derivative_from_value
 
 # Positions in the packed integer description ``model_ints`` that the kernels take.
 MI_ACTIVATION, MI_INPUT_DIM, MI_WIDTH, MI_OFF_B, MI_OFF_A, MI_OFF_C, MI_DIM = range(7)
@@ -145,7 +145,7 @@ def add_gradient(theta, x, mi, mf, z, h, coef, g):
     off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
     cs = coef * mf[MF_OUTPUT_SCALE]
     for i in range(width):
-        gz = cs * theta[off_a + i] * activate_derivative(z[i], act)
+        gz = cs * theta[off_a + i] * derivative_from_value(z[i], h[i], act)
         row = i * n_in
         for d in range(n_in):
             g[row + d] += gz * x[d]
@@ -154,6 +154,29 @@ def add_gradient(theta, x, mi, mf, z, h, coef, g):
         g[off_a + i] += cs * h[i]
     if off_c >= 0:
         g[off_c] += coef
+
+
+@njit(cache=True, inline="always")
+def descend_single_sample(theta, x, mi, mf, z, h, step_coef, decay):
+    """theta <- decay * theta - step_coef * grad f(x), in one pass (z, h from ``forward``).
+
+    The fused form of ``add_gradient`` followed by an update, for batches of one sample: each
+    output weight a_i is read for the input-weight gradient before it is itself updated.
+    """
+    act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
+    off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    cs = step_coef * mf[MF_OUTPUT_SCALE]
+    for i in range(width):
+        a_i = theta[off_a + i]
+        gz = cs * a_i * derivative_from_value(z[i], h[i], act)
+        row = i * n_in
+        for d in range(n_in):
+            theta[row + d] = decay * theta[row + d] - gz * x[d]
+        if off_b >= 0:
+            theta[off_b + i] = decay * theta[off_b + i] - gz
+        theta[off_a + i] = decay * a_i - cs * h[i]
+    if off_c >= 0:
+        theta[off_c] = decay * theta[off_c] - step_coef
 
 
 @njit(cache=True)
