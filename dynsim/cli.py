@@ -1,4 +1,4 @@
-"""Command line: ``dynsim run | info``.
+"""Command line: ``dynsim run | resume | info | config-keys``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
 3 the run diverged, 130 interrupted.
@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("--backend", choices=("cpu", "cuda"), help="override run.backend of the config")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    c = sub.add_parser("resume", help="continue an interrupted or killed run to its configured end")
+    c.add_argument("file", help="HDF5 file written by dynsim run")
+    c.add_argument("--config", help="refuse unless the file was made from this config")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     i = sub.add_parser("info", help="summarise a run file")
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
@@ -44,12 +48,26 @@ def _cmd_run(args) -> int:
     sim = Simulation(config)
     install_signal_handlers()
     result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
+    return _report(result, output, args.quiet)
+
+
+def _report(result, output, quiet) -> int:
     if result.code == "completed":
-        if not args.quiet:
+        if not quiet:
             print(f"dynsim: {result.message}; wrote {output}")
         return EXIT_OK
     print(f"dynsim: {result.message}; wrote {output}", file=sys.stderr)
     return EXIT_INTERRUPTED if result.code == "interrupted" else EXIT_DIVERGED
+
+
+def _cmd_resume(args) -> int:
+    from .config import load_config
+    from .engine import install_signal_handlers, resume
+
+    expect = load_config(args.config) if args.config else None
+    install_signal_handlers()
+    result = resume(args.file, progress=False if args.quiet else None, expect_config=expect)
+    return _report(result, args.file, args.quiet)
 
 
 def _cmd_info(args) -> int:
@@ -79,7 +97,7 @@ def main(argv=None) -> int:
     from .store import StoreError
 
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "info": _cmd_info, "config-keys": _cmd_config_keys}
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys}
     try:
         return handlers[args.command](args)
     except (ConfigError, StoreError) as exc:

@@ -3,26 +3,36 @@
 Layout (format_version 1)::
 
     /                       attrs: format="dynsim", format_version, dynsim_version, created, git_commit,
-                            python/numpy/numba/h5py versions, backend, device, n_replicas, n_params
+                            python/numpy/numba/h5py versions, backend, device, n_replicas, n_params, history
     /config                 dataset: resolved config as TOML text; attrs: sha256
     /model                  attrs: kind, activation, input_dim, width, output_scale, param_layout, ...
-    /training               attrs: method, eta, batch_size, loss, seed, ...
+    /training               attrs: method, eta, batch_size, loss, seed, steps, replicas, ...
     /data/x_train, y_train, x_test, y_test
     /probes/x               [probe, input_dim]
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
     /time/step, /time/t     [record]; t = step * eta
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
                             dimension scales /observables/{record,replica,probe,probe2,source}
-    /params/initial, final  [replica, n_params]
-    /checkpoint             params [replica, n_params]; attrs: step, n_records, rng
-    /status                 attrs: code, message, last_step, replica (-1 if none), failed_step
+    /params/initial         [replica, n_params]
+    /params/final           [replica, n_params] (NaN until the run ends)
+    /checkpoint/params      [2, replica, n_params]  two slots, written alternately
+    /checkpoint/step, n_records [2]; /checkpoint/replica_failed_step [2, replica]
+    /checkpoint/active      scalar: the slot of the last complete checkpoint (-1: none yet)
+    /status/code, message   fixed-length strings; /status/last_step, replica, failed_step (scalars)
+    /status/n_records       scalar: records committed (complete in every dataset)
+    /status/replica_failed_step [replica]: the step at which each replica diverged (-1: never)
 
-Records are buffered and appended in blocks; each block write is followed by a checkpoint, the
-status and a flush, in that order, so a file cut short still holds every record up to its
-checkpoint.
+Crash safety. The header is written first; then the file switches to HDF5 SWMR mode, in which
+the library orders its metadata writes so that the file on disk is valid at every instant, and
+in which only existing datasets are written or extended (so everything above is created up
+front). Records are appended in blocks, then committed by writing ``/status/n_records``.
+A checkpoint fills the inactive slot, then flips ``/checkpoint/active``: one small write is the
+commit point, so a kill at any moment leaves one complete checkpoint and a known number of
+complete records. Readers only ever show committed records.
 """
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +52,8 @@ STATUS_DIVERGED = "diverged"
 STATUS_INTERRUPTED = "interrupted"
 
 _CHUNK_BYTES = 1 << 20
+_CODE_BYTES, _MESSAGE_BYTES = 32, 1024
+_LIBVER = "latest"  # SWMR needs the v110 file format
 
 
 class StoreError(Exception):
@@ -76,58 +88,81 @@ def _chunks(replicas: int, inner: tuple[int, ...], block: int) -> tuple[int, ...
 
 
 class RunWriter:
-    """Creates a run file and appends records, checkpoints and status to it."""
+    """Creates a run file and appends records, checkpoints and status to it (SWMR mode)."""
 
     def __init__(self, path, *, config, data, params_initial, observables, backend="cpu", device="cpu",
-                 overwrite=False):
+                 overwrite=False, history=""):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; give a file name for the output")
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path} already exists; pass --overwrite to replace it, "
                              "or 'dynsim resume' to continue it")
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.exists():
+        parent = self.path.parent
+        try:
             parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the output directory {parent}: {exc.strerror}") from None
         if not os.access(parent, os.W_OK):
-            raise StoreError(f"cannot write to directory {parent}: permission denied")
+            raise StoreError(f"cannot write to directory {parent}: permission denied; choose another -o")
         self.config = config.resolved()
         self.observables = tuple(observables)
-        self.replicas = params_initial.shape[0]
+        self.replicas, self.n_params = params_initial.shape
         self.block_records = self.config.record.block_records
         self._pending: list[tuple[int, float, dict]] = []
         self.n_records = 0
+        self._slot = -1
         compression = self.config.record.compression
         self._filter = {} if compression == "none" else dict(compression=compression, shuffle=True)
+        self._check_free_space(data)
+        # The header is built under a temporary name and renamed into place once the file is in
+        # SWMR mode, so that PATH is at every instant either absent or a valid run file.
+        partial = self.path.with_name(self.path.name + ".partial")
         try:
-            self.file = h5py.File(self.path, "w")
+            self.file = h5py.File(partial, "w", libver=_LIBVER)
         except OSError as exc:
-            raise StoreError(f"cannot create {self.path}: {exc}") from None
-        self._write_header(data, params_initial, backend, device)
+            raise StoreError(f"cannot create {partial}: {exc}") from None
+        self._write_header(data, params_initial, backend, device, history)
+        self.file.swmr_mode = True
+        self.file.flush()
+        os.replace(partial, self.path)
+
+    def _check_free_space(self, data):
+        """Refuse to start when even the compressed estimate of the file cannot fit on the disk."""
+        sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0])
+        n_rec = self.config.record.n_records + 2
+        per_record = sum(int(np.prod([sizes[d] for d in OBSERVABLES[n].dims], dtype=np.int64))
+                         for n in self.observables) * self.replicas * 8
+        estimate = n_rec * per_record + 5 * self.replicas * self.n_params * 8
+        if self.config.record.compression != "none":
+            estimate //= 4  # float64 noise compresses poorly; 4x is a conservative best case
+        free = shutil.disk_usage(self.path.parent).free
+        if estimate > free:
+            raise StoreError(f"the output needs about {estimate / 2**30:.2f} GiB but {self.path.parent} has "
+                             f"{free / 2**30:.2f} GiB free; record fewer observables or replicas, "
+                             "or write elsewhere with -o")
 
     # -- creation ---------------------------------------------------------------------------
-    def _write_header(self, data, params_initial, backend, device):
+    def _write_header(self, data, params_initial, backend, device, history):
         f, cfg = self.file, self.config
         f.attrs.update(dict(format=FORMAT, format_version=FORMAT_VERSION,
                             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            git_commit=_git_commit(), backend=backend, device=device,
-                            n_replicas=self.replicas, n_params=params_initial.shape[1], **_versions()))
-        text = cfg.to_toml()
-        f.create_dataset("config", data=text, dtype=h5py.string_dtype())
+                            git_commit=_git_commit(), backend=backend, device=device, history=history,
+                            n_replicas=self.replicas, n_params=self.n_params, **_versions()))
+        f.create_dataset("config", data=cfg.to_toml(), dtype=h5py.string_dtype())
         f["config"].attrs["sha256"] = cfg.digest()
         f.create_group("model").attrs.update(cfg.model.attributes())
         training = f.create_group("training")
         training.attrs.update(cfg.training.attributes(cfg.task.n_train))
-        training.attrs["seed"] = cfg.run.seed
-        training.attrs["steps"] = cfg.run.steps
-        training.attrs["replicas"] = cfg.run.replicas
+        training.attrs.update(dict(seed=cfg.run.seed, steps=cfg.run.steps, replicas=cfg.run.replicas))
         g = f.create_group("data")
         g.attrs["task"] = cfg.task.kind
         for name in ("x_train", "y_train", "x_test", "y_test"):
             g.create_dataset(name, data=getattr(data, name))
         f.create_group("probes").create_dataset("x", data=data.x_probe)
         src = f.create_group("sources")
-        src.create_dataset("x", data=data.x_source)
-        src.create_dataset("y", data=data.y_source)
-        src.create_dataset("index", data=data.source_index)
+        for name, values in (("x", data.x_source), ("y", data.y_source), ("index", data.source_index)):
+            src.create_dataset(name, data=values)
         time = f.create_group("time")
         time.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         time.create_dataset("t", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
@@ -136,14 +171,24 @@ class RunWriter:
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
         params["initial"].attrs["layout"] = cfg.model.param_layout
+        params.create_dataset("final", shape=params_initial.shape, dtype=np.float64, fillvalue=np.nan)
+        r, p = self.replicas, self.n_params
         ck = f.create_group("checkpoint")
-        ck.create_dataset("params", data=params_initial)
-        ck.attrs.update(dict(step=0, n_records=0,
-                             rng="counter-based Philox4x32-10 keyed by (seed, replica, stream, step): "
-                                 "no state beyond the step"))
-        f.create_group("status")
+        ck.create_dataset("params", shape=(2, r, p), dtype=np.float64, chunks=(1, r, p) if r * p else None)
+        ck.create_dataset("step", data=np.zeros(2, dtype=np.int64))
+        ck.create_dataset("n_records", data=np.zeros(2, dtype=np.int64))
+        ck.create_dataset("replica_failed_step", data=np.full((2, r), -1, dtype=np.int64))
+        ck.create_dataset("active", data=np.int64(-1))
+        ck.attrs["rng"] = ("counter-based Philox4x32-10 keyed by (seed, replica, stream, step): "
+                           "no state beyond the step")
+        st = f.create_group("status")
+        st.create_dataset("code", data=np.bytes_(b""), dtype=f"S{_CODE_BYTES}")
+        st.create_dataset("message", data=np.bytes_(b""), dtype=f"S{_MESSAGE_BYTES}")
+        for name in ("last_step", "replica", "failed_step", "n_records"):
+            st.create_dataset(name, data=np.int64(0 if name in ("last_step", "n_records") else -1))
+        st.create_dataset("replica_failed_step", data=np.full(r, -1, dtype=np.int64))
         self.set_status(STATUS_RUNNING, "run started", last_step=0)
-        f.flush()
+        self.checkpoint(0, params_initial, np.full(r, -1, dtype=np.int64))
 
     def _create_observables(self, data):
         g = self.file.create_group("observables")
@@ -168,7 +213,7 @@ class RunWriter:
 
     # -- appending ----------------------------------------------------------------------------
     def append(self, step: int, t: float, buffers: dict):
-        """Queue one record (copies the buffers); writes a block when enough are queued."""
+        """Queue one record (copies the buffers); ``write_block`` writes the queue."""
         self._pending.append((int(step), float(t), {n: np.array(buffers[n]) for n in self.observables}))
 
     @property
@@ -180,53 +225,71 @@ class RunWriter:
     def block_full(self) -> bool:
         return len(self._pending) >= self.block_records
 
-    def write_block(self):
-        if not self._pending:
+    def write_records(self, steps, times, arrays: dict):
+        """Append k complete records ([k] steps and times, {name: [k, replica, ...]}), then commit them."""
+        k = len(steps)
+        if k == 0:
             return
-        k = len(self._pending)
         n0, n1 = self.n_records, self.n_records + k
-        steps = np.array([p[0] for p in self._pending], dtype=np.int64)
         for ds, values in ((self.file["time/step"], steps), (self.file["observables/record"], steps),
-                           (self.file["time/t"], np.array([p[1] for p in self._pending]))):
+                           (self.file["time/t"], times)):
             ds.resize((n1,))
             ds[n0:n1] = values
         for name in self.observables:
             ds = self.file["observables"][name]
             ds.resize((n1,) + ds.shape[1:])
-            ds[n0:n1] = np.stack([p[2][name] for p in self._pending])
+            ds[n0:n1] = arrays[name]
+        self.file.flush()
+        self.file["status/n_records"][()] = n1   # the commit point of these records
+        self.file.flush()
         self.n_records = n1
-        self._pending.clear()
 
-    def checkpoint(self, step: int, params: np.ndarray):
-        """Write queued records, then parameters at ``step``, then the status; flush."""
+    def write_block(self):
+        if not self._pending:
+            return
+        steps = np.array([p[0] for p in self._pending], dtype=np.int64)
+        times = np.array([p[1] for p in self._pending])
+        arrays = {name: np.stack([p[2][name] for p in self._pending]) for name in self.observables}
+        self._pending.clear()
+        self.write_records(steps, times, arrays)
+
+    def checkpoint(self, step: int, params: np.ndarray, replica_failed_step: np.ndarray):
+        """Write queued records, then a complete checkpoint into the free slot, then flip to it."""
         self.write_block()
+        slot = 1 - self._slot if self._slot >= 0 else 0
         ck = self.file["checkpoint"]
-        ck["params"][...] = params
-        ck.attrs["step"] = int(step)
-        ck.attrs["n_records"] = self.n_records
+        ck["params"][slot] = params
+        ck["step"][slot] = int(step)
+        ck["n_records"][slot] = self.n_records
+        ck["replica_failed_step"][slot] = replica_failed_step
+        self.file.flush()
+        ck["active"][()] = slot                 # the commit point of this checkpoint
+        self._slot = slot
         self.set_status(STATUS_RUNNING, f"running; checkpoint at step {step}", last_step=step)
         self.file.flush()
 
     def set_status(self, code: str, message: str, *, last_step: int, replica: int = -1, failed_step: int = -1):
         st = self.file["status"]
-        st.attrs.update(dict(code=code, message=message, last_step=int(last_step), replica=int(replica),
-                             failed_step=int(failed_step)))
+        st["code"][()] = np.bytes_(code.encode()[:_CODE_BYTES])
+        st["message"][()] = np.bytes_(message.encode()[:_MESSAGE_BYTES])
+        st["last_step"][()] = int(last_step)
+        st["replica"][()] = int(replica)
+        st["failed_step"][()] = int(failed_step)
 
     def finish(self, step: int, params: np.ndarray, code: str, message: str, *, replica=-1, failed_step=-1,
-               failed_steps=None):
-        """Final write: queued records, ``/params/final`` and the status.
+               replica_failed_step=None):
+        """Final write: queued records, a last checkpoint, ``/params/final`` and the status.
 
-        A diverged run (``failed_steps`` given: per replica, the step at which it failed or -1)
-        keeps its last consistent checkpoint: its final parameters mix replicas at different steps.
+        A diverged run keeps its last consistent checkpoint instead: its final parameters mix
+        replicas stopped at different steps.
         """
-        if failed_steps is None:
-            self.checkpoint(step, params)
-        else:
+        failed = np.full(self.replicas, -1, dtype=np.int64) if replica_failed_step is None else replica_failed_step
+        if code == STATUS_DIVERGED:
             self.write_block()
-            ds = self.file["status"].create_dataset("failed_step", data=np.asarray(failed_steps, dtype=np.int64))
-            ds.attrs["description"] = "step at which each replica's loss became non-finite (-1: never)"
-        self.file["params"].create_dataset("final", data=params, **self._filter)
-        self.file["params/final"].attrs["step"] = int(step)
+        else:
+            self.checkpoint(step, params, failed)
+        self.file["status/replica_failed_step"][...] = failed
+        self.file["params/final"][...] = params
         self.set_status(code, message, last_step=step, replica=replica, failed_step=failed_step)
         self.file.flush()
 
@@ -241,8 +304,26 @@ class RunWriter:
         self.close()
 
 
+def _open_for_reading(path: Path) -> h5py.File:
+    """Open read-only; a file whose SWMR writer is still running (or died) opens in SWMR-read mode.
+
+    Only that case is retried in SWMR mode: SWMR readers retry failed metadata reads for a long
+    time (they expect a live writer to finish), which would hang on a genuinely truncated file.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as first:
+        if "already open for write" not in str(first):
+            raise
+        return h5py.File(path, "r", swmr=True)
+
+
 class RunReader:
-    """Read access to a run file; raises StoreError with a clear message for foreign or broken files."""
+    """Read access to a run file; raises StoreError with a clear message for foreign or broken files.
+
+    Only committed records are shown: in a file still being written, or whose writer was killed,
+    records appended after the last commit are ignored.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -251,22 +332,31 @@ class RunReader:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a dynsim HDF5 file")
         try:
-            self.file = h5py.File(self.path, "r")
+            self.file = _open_for_reading(self.path)
         except OSError as exc:
             kind = "empty" if self.path.stat().st_size == 0 else "not an HDF5 file, or truncated"
             raise StoreError(f"{self.path}: cannot open as HDF5 ({kind}): {exc}") from None
-        if self.file.attrs.get("format") != FORMAT:
+        try:
+            self._validate()
+        except StoreError:
             self.file.close()
+            raise
+        except (OSError, KeyError, ValueError) as exc:  # damaged internals: name the file, not h5py
+            self.file.close()
+            raise StoreError(f"{self.path} is damaged or incomplete: {exc}") from None
+
+    def _validate(self):
+        if self.file.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a dynsim run (no format='dynsim' attribute)")
         version = int(self.file.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
-            self.file.close()
             raise StoreError(f"{self.path} has dynsim format_version {version}; this dynsim reads "
                              f"version {FORMAT_VERSION}")
-        for required in ("config", "model", "time", "observables", "status", "checkpoint"):
+        for required in ("config", "model", "time/step", "observables", "status/n_records", "checkpoint/active",
+                         "params/initial"):
             if required not in self.file:
-                self.file.close()
-                raise StoreError(f"{self.path} is incomplete: group or dataset '/{required}' is missing")
+                raise StoreError(f"{self.path} is incomplete: '/{required}' is missing")
+        self.n_records = int(self.file["status/n_records"][()])
 
     def close(self):
         self.file.close()
@@ -286,6 +376,10 @@ class RunReader:
         raw = self.file["config"][()]
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    @property
+    def config_digest(self) -> str:
+        return str(self.file["config"].attrs["sha256"])
+
     def config(self):
         from .config import parse_config
 
@@ -301,25 +395,30 @@ class RunReader:
 
     @property
     def status(self) -> dict:
-        return dict(self.file["status"].attrs)
+        st = self.file["status"]
+        out = {name: int(st[name][()]) for name in ("last_step", "replica", "failed_step", "n_records")}
+        out["code"] = st["code"][()].decode()
+        out["message"] = st["message"][()].decode()
+        return out
 
     @property
     def steps(self) -> np.ndarray:
-        return self.file["time/step"][()]
+        return self.file["time/step"][: self.n_records]
 
     @property
     def times(self) -> np.ndarray:
-        return self.file["time/t"][()]
+        return self.file["time/t"][: self.n_records]
 
     @property
     def observable_names(self) -> list[str]:
         g = self.file["observables"]
         return [n for n in g if "dims" in g[n].attrs]
 
-    def observable(self, name: str) -> np.ndarray:
+    def observable(self, name: str, records=slice(None)) -> np.ndarray:
+        """Committed records of one observable, [record, replica, ...]; ``records`` selects some."""
         if name not in self.observable_names:
             raise StoreError(f"{self.path} has no observable '{name}'; it has: {', '.join(self.observable_names)}")
-        return self.file["observables"][name][()]
+        return self.file["observables"][name][: self.n_records][records]
 
     def observable_dims(self, name: str) -> tuple[str, ...]:
         return tuple(self.file["observables"][name].attrs["dims"].split(","))
@@ -329,10 +428,23 @@ class RunReader:
             raise StoreError(f"{self.path} has no dataset '/{path}'")
         return self.file[path][()]
 
+    def data(self):
+        """The run's data set (training, test, probes, sources) as a ``dynsim.tasks.Dataset``."""
+        from .tasks import Dataset
+
+        d = self.file["data"]
+        return Dataset(d["x_train"][()], d["y_train"][()], d["x_test"][()], d["y_test"][()],
+                       self.file["probes/x"][()], self.file["sources/index"][()])
+
     @property
     def checkpoint(self) -> dict:
+        """The last complete checkpoint: step, records committed then, parameters, failed steps."""
         ck = self.file["checkpoint"]
-        return dict(step=int(ck.attrs["step"]), n_records=int(ck.attrs["n_records"]), params=ck["params"][()])
+        slot = int(ck["active"][()])
+        if slot < 0:
+            raise StoreError(f"{self.path} has no complete checkpoint yet")
+        return dict(step=int(ck["step"][slot]), n_records=int(ck["n_records"][slot]), params=ck["params"][slot],
+                    replica_failed_step=ck["replica_failed_step"][slot])
 
     def summary(self) -> str:
         a, m, t, st = self.attrs, self.model_attrs, self.training_attrs, self.status
@@ -352,19 +464,22 @@ class RunReader:
         ]
         for name in self.observable_names:
             ds = self.file["observables"][name]
-            lines.append(f"  {name:<16} {str(ds.shape):<24} [{ds.attrs['dims']}]  {ds.attrs['units']}")
+            shape = (self.n_records,) + ds.shape[1:]
+            lines.append(f"  {name:<16} {str(shape):<24} [{ds.attrs['dims']}]  {ds.attrs['units']}")
         if "loss_train" in self.observable_names and len(steps):
-            last = self.file["observables/loss_train"][-1]
+            last = self.file["observables/loss_train"][self.n_records - 1]
             finite = last[np.isfinite(last)]
             if finite.size:
                 lines.append(f"final loss  train mean {finite.mean():.6g} (median {np.median(finite):.6g}, "
                              f"{finite.size}/{last.size} replicas finite) at step {steps[-1]}")
-        lines.append(f"checkpoint  step {self.checkpoint['step']}, {self.checkpoint['n_records']} records")
-        where = f" (replica {st['replica']}, step {st['failed_step']})" if st.get("replica", -1) >= 0 else ""
+        try:
+            ck = self.checkpoint
+            lines.append(f"checkpoint  step {ck['step']}, {ck['n_records']} records")
+        except StoreError:
+            lines.append("checkpoint  none")
+        where = f" (replica {st['replica']}, step {st['failed_step']})" if st["replica"] >= 0 else ""
         lines.append(f"status      {st['code']}: {st['message']}{where}")
+        if st["code"] == STATUS_RUNNING:
+            lines.append("            (still being written, or its process was stopped: "
+                         "'dynsim resume' continues it from the checkpoint)")
         return "\n".join(lines)
-
-
-def observable_specs():
-    """The registry of observables, for readers that want units and descriptions."""
-    return OBSERVABLE_SPECS

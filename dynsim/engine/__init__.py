@@ -6,18 +6,21 @@ times, split into chunks for progress and checkpoints) with compiled ``measure``
 buffers go to the store. It never computes physics itself.
 """
 import dataclasses
+import datetime
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ..losses import LOSSES
 from ..observables import allocate
 from ..spec import ConfigError
-from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunWriter
+from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
 from ..tasks import make_dataset
-from .cpu import STATUS_OK, CpuBackend
+from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
 from .schedule import record_steps
 
 # Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
@@ -74,27 +77,29 @@ class Simulation:
                              self.config.training.eta, self.class_threshold, buffers)
 
     def run(self, path, *, overwrite=False, progress=None) -> RunResult:
+        """Train from initialisation to ``run.steps`` and write ``path``."""
         cfg = self.config
         params = self.initial_params()
         writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
                            observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
-                           overwrite=overwrite)
+                           overwrite=overwrite, history=f"created by dynsim run at {_now()}")
+        failed_step = np.full(cfg.run.replicas, -1, dtype=np.int64)
         try:
-            return self._loop(writer, params, progress)
+            return self._loop(writer, params, failed_step, 0, 0, progress)
         finally:
             writer.close()
 
-    def _loop(self, writer, params, progress) -> RunResult:
+    def _loop(self, writer, params, failed_step, step, first_record, progress) -> RunResult:
+        """Advance from ``step`` through the record schedule from ``first_record`` on."""
         cfg = self.config
-        replicas, eta = cfg.run.replicas, cfg.training.eta
-        status = np.zeros(replicas, dtype=np.int8)
-        failed_step = np.full(replicas, -1, dtype=np.int64)
-        buffers = allocate(cfg.observables, replicas, self.data.x_probe.shape[0], self.data.x_source.shape[0])
-        bar = _progress_bar(cfg.run.steps, progress)
-        step = 0
+        eta = cfg.training.eta
+        status = np.where(failed_step >= 0, STATUS_NONFINITE, STATUS_OK).astype(np.int8)
+        buffers = allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0],
+                           self.data.x_source.shape[0])
+        bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
         try:
-            for target in self.record_steps:
+            for target in self.record_steps[first_record:]:
                 while step < target:
                     s1 = min(int(target), step + self.chunk_steps)
                     self.advance(params, step, s1, status, failed_step)
@@ -104,17 +109,17 @@ class Simulation:
                     bar.update(s1 - step)
                     step = s1
                     if time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds:
-                        writer.checkpoint(step, params)
+                        writer.checkpoint(step, params, failed_step)
                         last_checkpoint = time.monotonic()
                 self.measure(params, buffers)
                 writer.append(step, step * eta, buffers)
                 if writer.block_full:
-                    writer.checkpoint(step, params)
+                    writer.checkpoint(step, params, failed_step)
                     last_checkpoint = time.monotonic()
         except KeyboardInterrupt:
             bar.close()
-            message = f"interrupted at step {step}; records up to there are kept"
-            writer.finish(step, params, STATUS_INTERRUPTED, message)
+            message = f"interrupted at step {step}; records up to there are kept ('dynsim resume' continues)"
+            writer.finish(step, params, STATUS_INTERRUPTED, message, replica_failed_step=failed_step)
             return RunResult(str(writer.path), STATUS_INTERRUPTED, message, step, params,
                              np.flatnonzero(status))
         bar.close()
@@ -135,16 +140,82 @@ class Simulation:
             message = (f"diverged: {bad.size} replica(s) frozen after non-finite loss, first {where}; "
                        f"the others completed {step} steps")
         writer.finish(step, params, STATUS_DIVERGED, message, replica=int(first), failed_step=int(failed_step[first]),
-                      failed_steps=failed_step)
+                      replica_failed_step=failed_step)
         return RunResult(str(writer.path), STATUS_DIVERGED, message, step, params, bad)
 
 
-def _progress_bar(total: int, progress):
+_COPY_RECORDS = 256  # records copied per block on resume
+
+
+def resume(path, *, progress=None, expect_config=None) -> RunResult:
+    """Continue an interrupted or killed run to its configured end, bit-identically.
+
+    The committed prefix of the file (records up to its last checkpoint) is rebuilt through the
+    normal writer into ``PATH.resume-tmp``, which then atomically replaces ``PATH``; the run goes
+    on from the checkpoint. The original is never modified in place, so a crash during resume
+    loses nothing either. With ``expect_config``, a file made from a different config is refused.
+    """
+    path = Path(path)
+    with RunReader(path) as reader:
+        if expect_config is not None and expect_config.digest() != reader.config_digest:
+            raise StoreError(f"{path} was made with a different config (sha256 {reader.config_digest[:12]}..., "
+                             f"given {expect_config.digest()[:12]}...); refusing to resume it with this one")
+        status = reader.status
+        if status["code"] == STATUS_COMPLETED:
+            return RunResult(str(path), STATUS_COMPLETED, f"{path} is already complete; nothing to resume",
+                             status["last_step"], reader.dataset("params/final"), np.zeros(0, dtype=np.int64))
+        if status["code"] == STATUS_DIVERGED:
+            raise StoreError(f"{path} diverged ({status['message']}); resuming would diverge again: "
+                             "change the config and start a new run")
+        config = reader.config()
+        sim = Simulation(config)
+        stored = reader.data()
+        for name in ("x_train", "y_train", "x_test", "y_test", "x_probe", "source_index"):
+            if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
+                raise StoreError(f"{path}: this dynsim version generates different task data ({name}) from the "
+                                 "same config; resume with the version that wrote the file")
+        initial = reader.dataset("params/initial")
+        if not np.array_equal(initial, sim.initial_params()):
+            raise StoreError(f"{path}: this dynsim version draws different initial parameters; "
+                             "resume with the version that wrote the file")
+        ck = reader.checkpoint
+        n_done = ck["n_records"]
+        steps = reader.file["time/step"][:n_done]
+        if not np.array_equal(steps, sim.record_steps[:n_done]):
+            raise StoreError(f"{path}: its record steps do not follow the config's schedule; cannot resume")
+        history = str(reader.attrs.get("history", ""))
+        tmp = path.with_name(path.name + ".resume-tmp")
+        writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
+                           backend=sim.backend.name, device=sim.backend.device, overwrite=True,
+                           history=f"{history}; resumed at step {ck['step']} at {_now()}")
+        try:
+            for k0 in range(0, n_done, _COPY_RECORDS):
+                k1 = min(n_done, k0 + _COPY_RECORDS)
+                writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1],
+                                     {n: reader.file["observables"][n][k0:k1] for n in config.observables})
+            writer.checkpoint(ck["step"], ck["params"], ck["replica_failed_step"])
+        except BaseException:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)  # atomic: PATH is the old file or the complete copy, never a mixture
+    writer.path = path
+    try:
+        return sim._loop(writer, ck["params"].copy(), ck["replica_failed_step"].copy(), ck["step"], n_done, progress)
+    finally:
+        writer.close()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _progress_bar(total: int, initial: int, progress):
     from tqdm import tqdm
 
     enabled = sys.stderr.isatty() if progress is None else bool(progress)
-    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, dynamic_ncols=True,
-                desc="dynsim", leave=False)
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, disable=not enabled,
+                dynamic_ncols=True, desc="dynsim", leave=False)
 
 
 def run(config, path, **kwargs) -> RunResult:

@@ -1,0 +1,189 @@
+"""Crash safety and resume: killed runs stay readable and resume to the uninterrupted result, bit for bit."""
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from dynsim.engine import Simulation, resume
+from dynsim.store import RunReader, StoreError
+
+from conftest import SEED, run_cli, small_config, write_config
+
+N_KILLS = int(os.environ.get("DYNSIM_KILLS", "20"))  # the soak script raises this to 100
+
+
+def _content(path):
+    """Every dataset except the checkpoint slots (whose history differs), and the stable root attributes."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not name.startswith("checkpoint/"):
+                out[name] = obj[()]
+        f.visititems(visit)
+        attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("created", "history")}
+    return out, attrs
+
+
+def assert_same_run(a, b):
+    ca, aa = _content(a)
+    cb, ab = _content(b)
+    assert ca.keys() == cb.keys()
+    for name in ca:
+        va, vb = np.asarray(ca[name]), np.asarray(cb[name])
+        assert va.shape == vb.shape and va.tobytes() == vb.tobytes(), f"{name} differs"
+    assert aa == ab
+    with RunReader(a) as ra, RunReader(b) as rb:
+        assert ra.checkpoint["params"].tobytes() == rb.checkpoint["params"].tobytes()
+
+
+def _kill_config(tmp_path):
+    """About two seconds of work with a record, block write and checkpoint every few milliseconds."""
+    return write_config(tmp_path / "kill.toml", small_config(
+        run=dict(replicas=48, steps=60000), model=dict(width=12),
+        task=dict(n_probes=4, n_sources=2), training=dict(method="sgd", batch_size=1),
+        record=dict(n_records=120, spacing="linear", block_records=2, checkpoint_seconds=0.02)))
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    cfg = _kill_config(tmp_path)
+    reference = tmp_path / "reference.h5"
+    run_cli("run", cfg, "-o", reference, "-q", check=True)
+    out = tmp_path / "killed.h5"
+    rng = np.random.default_rng(SEED)
+    kills, completed, opened, mid_run = 0, 0, 0, 0
+    while kills < N_KILLS or not out.exists():
+        if out.exists():
+            with RunReader(out) as rd:
+                rd.summary()                         # every killed file opens and summarises
+                status = rd.status["code"]
+                mid_run += status == "running" and rd.checkpoint["step"] > 0
+            opened += 1
+            if status == "completed":
+                assert_same_run(out, reference)
+                completed += 1
+                out.unlink()
+                continue
+        args = ["resume", out, "-q"] if out.exists() else ["run", cfg, "-o", out, "-q"]
+        proc = subprocess.Popen([sys.executable, "-m", "dynsim.cli", *map(str, args)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(timeout=rng.uniform(0.2, 3.0))
+            assert proc.returncode == 0, err.decode()
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+    # finish the last one and compare
+    while True:
+        with RunReader(out) as rd:
+            if rd.status["code"] == "completed":
+                break
+        run_cli("resume", out, "-q", check=True)
+    assert_same_run(out, reference)
+    # most kills must land while a run is under way (not before the process got going), or the
+    # test would not be exercising recovery
+    assert kills >= N_KILLS and mid_run >= N_KILLS // 2, (kills, mid_run, completed)
+    print(f"kills={kills} mid_run={mid_run} completed_between={completed}")
+
+
+class _InterruptAfter:
+    """Wraps Simulation.advance to raise KeyboardInterrupt (as SIGTERM/Ctrl-C do) on its n-th call."""
+
+    def __init__(self, sim, n):
+        self.sim, self.n, self.calls = sim, n, 0
+        self.inner = sim.advance
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.inner(*args)
+
+
+TRAINERS = {
+    "gd": dict(training=dict(method="gd", batch_size=None)),
+    "sgd": dict(training=dict(method="sgd", batch_size=2)),
+    "sgd_epochs": dict(training=dict(method="sgd", batch_size=3, sampling="without_replacement")),
+    "langevin": dict(training=dict(method="langevin", batch_size=None, temperature=0.01)),
+    "sgld": dict(training=dict(method="langevin", batch_size=1, temperature=0.01, weight_decay=0.01)),
+    "frozen_replicas": dict(model=dict(activation="linear"), run=dict(replicas=8, on_divergence="freeze"),
+                            training=dict(method="gd", batch_size=None, eta=0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAINERS))
+def test_interrupted_run_resumes_bit_identically_for_every_trainer(tmp_path, name):
+    overrides = TRAINERS[name]
+    run = {**dict(steps=400), **overrides.get("run", {})}
+    cfg = small_config(**{**overrides, "run": run,
+                          "record": dict(n_records=30, block_records=4, checkpoint_seconds=0.0)})
+    reference = tmp_path / "ref.h5"
+    expected = Simulation(cfg).run(reference, progress=False)
+    sim = Simulation(cfg)
+    sim.chunk_steps = 7                       # many chunks, so the interrupt lands mid-schedule
+    sim.advance = _InterruptAfter(sim, 25)
+    out = tmp_path / "interrupted.h5"
+    first = sim.run(out, progress=False)
+    assert first.code == "interrupted" and 0 < first.last_step < 400
+    result = resume(out, progress=False)
+    assert result.code == expected.code
+    assert_same_run(out, reference)
+
+
+def test_resume_refusals_are_clear(tmp_path):
+    done = tmp_path / "done.h5"
+    cfg = small_config()
+    Simulation(cfg).run(done, progress=False)
+    assert resume(done, progress=False).message.endswith("already complete; nothing to resume")
+    other = small_config(run=dict(seed=SEED + 1))
+    with pytest.raises(StoreError, match="different config"):
+        resume(done, expect_config=other)
+    proc = run_cli("resume", tmp_path / "missing.h5")
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    diverged_cfg = write_config(tmp_path / "d.toml", small_config(
+        model=dict(activation="linear"), run=dict(replicas=8, steps=200),
+        training=dict(method="gd", batch_size=None, eta=0.5)))
+    assert run_cli("run", diverged_cfg, "-o", tmp_path / "d.h5", "-q").returncode == 3
+    proc = run_cli("resume", tmp_path / "d.h5")
+    assert proc.returncode == 2 and "resuming would diverge again" in proc.stderr
+
+
+def test_run_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    cfg = small_config(run=dict(replicas=200), record=dict(compression="none"))
+    with pytest.raises(StoreError, match="GiB free; record fewer observables"):
+        Simulation(cfg).run(tmp_path / "big.h5", progress=False)
+    assert not (tmp_path / "big.h5").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["run", "CFG", "-o", "BLOCKER/out.h5"], "cannot create the output directory"),
+    (["run", "CFG", "-o", "DIR"], "is a directory"),
+    (["run", "CFG", "--backend", "tpu"], "invalid choice: 'tpu'"),
+    (["resume", "NOTES"], "not an HDF5 file"),
+    (["resume", "FOREIGN"], "not a dynsim run"),
+    (["info", "EMPTY"], "empty"),
+    (["run"], "the following arguments are required: config"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_cli_input_one_clear_message(tmp_path, args, fragment):
+    cfg = write_config(tmp_path / "c.toml", small_config())
+    (tmp_path / "blocker").write_text("a file where a directory is expected")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = 1
+    names = {"CFG": cfg, "BLOCKER/out.h5": tmp_path / "blocker" / "out.h5", "DIR": tmp_path / "dir",
+             "NOTES": tmp_path / "notes.txt", "FOREIGN": tmp_path / "foreign.h5", "EMPTY": tmp_path / "empty.h5"}
+    proc = run_cli(*[names.get(a, a) for a in args])
+    assert proc.returncode == 2
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
