@@ -45,6 +45,8 @@ class RecordSpec(Section):
                                 minimum=1, maximum=100_000)
     checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints (also at every "
                                                       "block write)", minimum=0.0)
+    checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps (default: only at block "
+                                                "writes and by time)", minimum=1, optional=True)
     compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
 
 

@@ -240,9 +240,13 @@ class RunWriter:
             ds.resize((n1,) + ds.shape[1:])
             ds[n0:n1] = arrays[name]
         self.file.flush()
-        self.file["status/n_records"][()] = n1   # the commit point of these records
+        self._commit_records(n1)
+
+    def _commit_records(self, n_records: int):
+        """The commit point of appended records: one small write, after the records are on disk."""
+        self.file["status/n_records"][()] = n_records
         self.file.flush()
-        self.n_records = n1
+        self.n_records = n_records
 
     def write_block(self):
         if not self._pending:
@@ -263,10 +267,14 @@ class RunWriter:
         ck["n_records"][slot] = self.n_records
         ck["replica_failed_step"][slot] = replica_failed_step
         self.file.flush()
-        ck["active"][()] = slot                 # the commit point of this checkpoint
-        self._slot = slot
+        self._commit_checkpoint(slot)
         self.set_status(STATUS_RUNNING, f"running; checkpoint at step {step}", last_step=step)
         self.file.flush()
+
+    def _commit_checkpoint(self, slot: int):
+        """The commit point of a checkpoint: flip the active slot once the slot is complete on disk."""
+        self.file["checkpoint/active"][()] = slot
+        self._slot = slot
 
     def set_status(self, code: str, message: str, *, last_step: int, replica: int = -1, failed_step: int = -1):
         st = self.file["status"]

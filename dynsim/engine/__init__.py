@@ -98,17 +98,20 @@ class Simulation:
                            self.data.x_source.shape[0])
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
+        every = cfg.record.checkpoint_steps or cfg.run.steps + 1
         try:
             for target in self.record_steps[first_record:]:
                 while step < target:
-                    s1 = min(int(target), step + self.chunk_steps)
+                    next_checkpoint = (step // every + 1) * every
+                    s1 = min(int(target), step + self.chunk_steps, next_checkpoint)
                     self.advance(params, step, s1, status, failed_step)
                     if cfg.run.on_divergence == "stop" and np.any(status != STATUS_OK):
                         bar.close()
                         return self._diverged(writer, params, status, failed_step, step, stopped=True)
                     bar.update(s1 - step)
                     step = s1
-                    if time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds:
+                    if (step == next_checkpoint
+                            or time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds):
                         writer.checkpoint(step, params, failed_step)
                         last_checkpoint = time.monotonic()
                 self.measure(params, buffers)
