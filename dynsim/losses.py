@@ -13,7 +13,7 @@ LOSSES = {"squared": 0, "cross_entropy": 1}
 SQUARED, CROSS_ENTROPY = range(2)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def loss_value(f, y, code):
     if code == SQUARED:
         r = f - y
@@ -22,7 +22,7 @@ def loss_value(f, y, code):
     return max(m, 0.0) + math.log1p(math.exp(-abs(m)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def loss_derivative(f, y, code):
     if code == SQUARED:
         return f - y

@@ -40,7 +40,7 @@ STREAM_PERMUTATION = 3  # epoch shuffles (SGD without replacement)
 MAX_STEPS = 2 ** 48
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32 with 10 rounds on four 32-bit counter words and two key words (uint64 holders)."""
     for _ in range(10):
@@ -57,7 +57,7 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _block(seed, replica, stream, step, index):
     """The four 32-bit words addressed by (seed, replica, stream, step, index)."""
     seed_u = np.uint64(seed)
@@ -69,21 +69,21 @@ def _block(seed, replica, stream, step, index):
     return philox4x32_10(c0, c1, c2, c3, seed_u & _MASK32, (seed_u >> _SHIFT32) & _MASK32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _open_unit(hi, lo):
     """53 random bits from two 32-bit words as a double in the open interval (0, 1)."""
     bits = ((hi << _SHIFT32) | lo) >> _SHIFT11
     return (np.float64(bits) + 0.5) * _INV_2_53
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def uniform_pair(seed, replica, stream, step, index):
     """Two independent U(0, 1) doubles (open interval) for one counter."""
     w0, w1, w2, w3 = _block(seed, replica, stream, step, index)
     return _open_unit(w0, w1), _open_unit(w2, w3)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def normal_pair(seed, replica, stream, step, index):
     """Two independent N(0, 1) doubles for one counter (Box-Muller on ``uniform_pair``)."""
     u1, u2 = uniform_pair(seed, replica, stream, step, index)
@@ -92,28 +92,28 @@ def normal_pair(seed, replica, stream, step, index):
     return radius * np.cos(angle), radius * np.sin(angle)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def uniform_at(seed, replica, stream, step, k):
     """The k-th U(0, 1) draw of a (replica, stream, step): draws come in pairs per counter."""
     u_even, u_odd = uniform_pair(seed, replica, stream, step, k >> 1)
     return u_odd if k & 1 else u_even
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def normal_at(seed, replica, stream, step, k):
     """The k-th N(0, 1) draw of a (replica, stream, step)."""
     z_even, z_odd = normal_pair(seed, replica, stream, step, k >> 1)
     return z_odd if k & 1 else z_even
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def index_at(seed, replica, stream, step, k, n):
     """The k-th uniform integer in [0, n) of a (replica, stream, step); bias below 2**-53 * n."""
     j = int(uniform_at(seed, replica, stream, step, k) * n)
     return j if j < n else n - 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fill_normals(seed, replica, stream, step, out):
     """Fill ``out`` with the N(0, 1) draws 0..len(out)-1 of a (replica, stream, step)."""
     n = out.shape[0]
@@ -124,7 +124,7 @@ def fill_normals(seed, replica, stream, step, out):
             out[2 * pair + 1] = z1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fill_permutation(seed, replica, stream, step, out):
     """Fill ``out`` with a uniformly random permutation of 0..n-1 (Fisher-Yates, keyed draws)."""
     n = out.shape[0]

@@ -17,15 +17,22 @@ ACTIVATION = {
 }
 
 
+def _layout(model_attrs):
+    """[(name, dim names)] from a layout string such as 'W:input_dim,width;b:width;a:width'."""
+    return [(item.split(":")[0], tuple(item.split(":")[1].split(",")))
+            for item in str(model_attrs["param_layout"]).split(";")]
+
+
 def unpack(theta, model_attrs):
-    """Blocks W [N, D], b [N] or None, a [N], c scalar or None from the layout string."""
+    """Blocks W [N, D] (W[i, d]: input d to unit i), b [N] or None, a [N], c or None, per the layout."""
     sizes = {"width": int(model_attrs["width"]), "input_dim": int(model_attrs["input_dim"]), "1": 1}
     blocks, pos = {}, 0
-    for item in str(model_attrs["param_layout"]).split(";"):
-        name, dims = item.split(":")
-        shape = tuple(sizes[d] for d in dims.split(","))
+    for name, dims in _layout(model_attrs):
+        shape = tuple(sizes[d] for d in dims)
         n = int(np.prod(shape))
         blocks[name] = theta[pos:pos + n].reshape(shape)
+        if name == "W" and dims == ("input_dim", "width"):
+            blocks[name] = blocks[name].T
         pos += n
     assert pos == theta.size, "layout does not cover the parameter vector"
     return blocks["W"], blocks.get("b"), blocks["a"], (blocks["c"][0] if "c" in blocks else None)
@@ -40,8 +47,14 @@ def forward_and_gradients(theta, x, model_attrs):
     h, hp = act(pre), dact(pre)
     f = s * h @ a + (c if c is not None else 0.0)
     k = x.shape[0]
-    blocks = {"W": (s * a * hp)[:, :, None] * x[:, None, :], "b": s * a * hp, "a": s * h, "c": np.ones((k, 1))}
-    grads = [blocks[item.split(":")[0]].reshape(k, -1) for item in str(model_attrs["param_layout"]).split(";")]
+    grad_w = (s * a * hp)[:, :, None] * x[:, None, :]          # [K, N, D]
+    blocks = {"b": s * a * hp, "a": s * h, "c": np.ones((k, 1))}
+    grads = []
+    for name, dims in _layout(model_attrs):
+        if name == "W":
+            grads.append((grad_w.transpose(0, 2, 1) if dims == ("input_dim", "width") else grad_w).reshape(k, -1))
+        else:
+            grads.append(blocks[name].reshape(k, -1))
     return f, np.concatenate(grads, axis=1)
 
 

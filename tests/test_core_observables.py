@@ -58,7 +58,7 @@ def test_time_axis_and_schema(run_file):
         assert rd.observable_dims("response") == ("record", "replica", "source", "probe")
         m = rd.model_attrs
         assert (m["kind"], m["activation"], m["input_dim"], m["width"]) == ("simple", "tanh", 1, 7)
-        assert m["param_layout"] == "W:width,input_dim;b:width;a:width;c:1"
+        assert m["param_layout"] == "W:input_dim,width;b:width;a:width;c:1"
         assert m["output_scale"] == 1.0
         tr = rd.training_attrs
         assert (tr["method"], tr["eta"], tr["batch_size"], tr["loss"]) == ("sgd", 0.1, 1, "squared")

@@ -19,7 +19,7 @@ STATUS_NONFINITE = 1
 _WITHOUT_REPLACEMENT = 2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
     """Advance every live replica from step s0 to s1 in place; flag non-finite ones in ``status``."""
     replicas = params.shape[0]

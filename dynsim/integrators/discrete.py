@@ -22,7 +22,7 @@ from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPL
 _FULL, _WITH_REPLACEMENT, _WITHOUT_REPLACEMENT = 0, 1, 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g):
     """g += coef * l'(f(x_mu), y_mu) grad f(x_mu); returns l' (non-finite flags divergence)."""
     f = forward(theta, x[mu], mi, mf, z, h)
@@ -31,7 +31,7 @@ def _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g):
     return dl
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch):
     """Index of the b-th sample of the batch at ``step`` (sgd sampling modes only)."""
     if sampling == _WITH_REPLACEMENT:
@@ -44,7 +44,7 @@ def _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_e
     return perm[position - epoch * n_train]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _add_noise(theta, dim, noise, seed, replica, step):
     for k in range((dim + 1) // 2):
         xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
@@ -53,7 +53,7 @@ def _add_noise(theta, dim, noise, seed, replica, step):
             theta[2 * k + 1] += noise * xi1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
     """Advance one replica by one step in place; False if the loss gradient was not finite."""
     dim = mi[MI_DIM]

@@ -18,7 +18,7 @@ from numba import njit
 
 from ..rng import STREAM_INIT, normal_at
 from ..spec import Section, option
-from .activations import ACTIVATIONS, activate, derivative_from_value
+from .activations import ACTIVATIONS, activate_layer, derivative_layer
 
 # Positions in the packed integer description ``model_ints`` that the kernels take.
 MI_ACTIVATION, MI_INPUT_DIM, MI_WIDTH, MI_OFF_B, MI_OFF_A, MI_OFF_C, MI_DIM = range(7)
@@ -50,7 +50,9 @@ class SimpleNet(Section):
     @property
     def layout(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """(name, shape) of each parameter block in the flat vector, in order."""
-        blocks = [("W", (self.width, self.input_dim))]
+        # W is stored transposed, [input_dim, width], so that every loop over hidden units is
+        # contiguous in memory and vectorises; ``unpack`` still returns it as W[i, d].
+        blocks = [("W", (self.input_dim, self.width))]
         if self.hidden_bias:
             blocks.append(("b", (self.width,)))
         blocks.append(("a", (self.width,)))
@@ -60,8 +62,8 @@ class SimpleNet(Section):
 
     @property
     def param_layout(self) -> str:
-        """The layout as written to HDF5, e.g. ``W:width,input_dim;b:width;a:width``."""
-        dims = {"W": "width,input_dim", "b": "width", "a": "width", "c": "1"}
+        """The layout as written to HDF5, e.g. ``W:input_dim,width;b:width;a:width`` (C order)."""
+        dims = {"W": "input_dim,width", "b": "width", "a": "width", "c": "1"}
         parts = [f"{name}:{dims[name]}" for name, _ in self.layout]
         return ";".join(parts)
 
@@ -78,10 +80,17 @@ class SimpleNet(Section):
         return self.offsets()["dim"]
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        """Views of the blocks of one flat parameter vector (or a [..., dim] array)."""
+        """Views of the blocks of one flat parameter vector (or a [..., dim] array).
+
+        ``W`` comes back as [..., width, input_dim] (W[i, d]: from input d to hidden unit i),
+        whatever the storage order; writing into the views writes the parameters.
+        """
         off = self.offsets()
-        return {name: theta[..., off[name]:off[name] + int(np.prod(shape))].reshape(theta.shape[:-1] + shape)
-                for name, shape in self.layout}
+        out = {}
+        for name, shape in self.layout:
+            block = theta[..., off[name]:off[name] + int(np.prod(shape))].reshape(theta.shape[:-1] + shape)
+            out[name] = np.swapaxes(block, -1, -2) if name == "W" else block
+        return out
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The plain arrays the compiled kernels take: (model_ints, model_floats)."""
@@ -99,7 +108,7 @@ class SimpleNet(Section):
                     output_scale=self.output_scale, scaling=self.scaling, param_layout=self.param_layout,
                     n_params=self.n_params, hidden_bias=self.hidden_bias, output_bias=self.output_bias,
                     weight_std=self.weight_std, bias_std=self.bias_std, output_std=self.output_std,
-                    formula="f(x) = output_scale * sum_i a_i act(sum_d W[i,d] x_d + b_i) + c")
+                    formula="f(x) = output_scale * sum_i a_i act(sum_d W[d,i] x_d + b_i) + c, W stored [input_dim, width]")
 
     def outputs(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector)."""
@@ -117,69 +126,89 @@ class SimpleNet(Section):
         return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def forward(theta, x, mi, mf, z, h):
-    """f(x; theta); fills the pre-activations z[N] and hidden activations h[N]."""
+    """f(x; theta); fills the pre-activations z[N] and hidden activations h[N].
+
+    Every loop runs over hidden units with unit stride (W is stored [input_dim, width]) and the
+    activation is applied in a separate loop, so that the compiler vectorises all of them.
+    """
     act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
     off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    if off_b >= 0:
+        for i in range(width):
+            z[i] = theta[off_b + i]
+    else:
+        for i in range(width):
+            z[i] = 0.0
+    for d in range(n_in):
+        xd = x[d]
+        row = d * width
+        for i in range(width):
+            z[i] += theta[row + i] * xd
+    activate_layer(z, h, width, act)
     acc = 0.0
     for i in range(width):
-        pre = theta[off_b + i] if off_b >= 0 else 0.0
-        row = i * n_in
-        for d in range(n_in):
-            pre += theta[row + d] * x[d]
-        z[i] = pre
-        hi = activate(pre, act)
-        h[i] = hi
-        acc += theta[off_a + i] * hi
+        acc += theta[off_a + i] * h[i]
     f = mf[MF_OUTPUT_SCALE] * acc
     if off_c >= 0:
         f += theta[off_c]
     return f
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def add_gradient(theta, x, mi, mf, z, h, coef, g):
-    """g += coef * d f(x; theta) / d theta, using z, h from ``forward`` at the same (theta, x)."""
+    """g += coef * d f(x; theta) / d theta, using z, h from ``forward`` at the same (theta, x).
+
+    Overwrites z with the back-propagated pre-activation gradient (z is scratch after forward).
+    """
     act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
     off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
     cs = coef * mf[MF_OUTPUT_SCALE]
+    derivative_layer(z, h, width, act)
     for i in range(width):
-        gz = cs * theta[off_a + i] * derivative_from_value(z[i], h[i], act)
-        row = i * n_in
-        for d in range(n_in):
-            g[row + d] += gz * x[d]
-        if off_b >= 0:
-            g[off_b + i] += gz
+        z[i] *= cs * theta[off_a + i]
         g[off_a + i] += cs * h[i]
+    for d in range(n_in):
+        xd = x[d]
+        row = d * width
+        for i in range(width):
+            g[row + i] += z[i] * xd
+    if off_b >= 0:
+        for i in range(width):
+            g[off_b + i] += z[i]
     if off_c >= 0:
         g[off_c] += coef
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def descend_single_sample(theta, x, mi, mf, z, h, step_coef, decay):
-    """theta <- decay * theta - step_coef * grad f(x), in one pass (z, h from ``forward``).
+    """theta <- decay * theta - step_coef * grad f(x), fused (z, h from ``forward``; z is overwritten).
 
-    The fused form of ``add_gradient`` followed by an update, for batches of one sample: each
-    output weight a_i is read for the input-weight gradient before it is itself updated.
+    The gradient of every block is taken at the old parameters: each a_i is read for the
+    back-propagated gradient before it is itself updated.
     """
     act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
     off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
     cs = step_coef * mf[MF_OUTPUT_SCALE]
+    derivative_layer(z, h, width, act)
     for i in range(width):
         a_i = theta[off_a + i]
-        gz = cs * a_i * derivative_from_value(z[i], h[i], act)
-        row = i * n_in
-        for d in range(n_in):
-            theta[row + d] = decay * theta[row + d] - gz * x[d]
-        if off_b >= 0:
-            theta[off_b + i] = decay * theta[off_b + i] - gz
+        z[i] *= cs * a_i
         theta[off_a + i] = decay * a_i - cs * h[i]
+    for d in range(n_in):
+        xd = x[d]
+        row = d * width
+        for i in range(width):
+            theta[row + i] = decay * theta[row + i] - z[i] * xd
+    if off_b >= 0:
+        for i in range(width):
+            theta[off_b + i] = decay * theta[off_b + i] - z[i]
     if off_c >= 0:
         theta[off_c] = decay * theta[off_c] - step_coef
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _outputs(theta, x, mi, mf, out):
     z = np.empty(mi[MI_WIDTH])
     h = np.empty(mi[MI_WIDTH])
@@ -187,7 +216,7 @@ def _outputs(theta, x, mi, mf, out):
         out[k] = forward(theta, x[k], mi, mf, z, h)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _init_params(seed, mi, mf, out):
     n_in, width, off_b, off_a, off_c = mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
     for r in range(out.shape[0]):

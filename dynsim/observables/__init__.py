@@ -71,7 +71,7 @@ def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers):
              buffers["param_norm"], buffers["ntk"], buffers["response"], buffers["response_linear"])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
     n = x.shape[0]
     if n == 0:
@@ -85,7 +85,7 @@ def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
     return total / n, correct / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
              class_threshold, loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response,
              response_linear):
