@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .observables import OBSERVABLE_SPECS, OBSERVABLES, dim_sizes
+from .observables import OBSERVABLES, dim_sizes
 
 FORMAT = "dynsim"
 FORMAT_VERSION = 1

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -62,3 +63,31 @@ def replace(config: Config, **sections) -> Config:
     """``config`` with some fields of some sections replaced: replace(cfg, run=dict(seed=2))."""
     return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **values)
                                           for name, values in sections.items()})
+
+
+def file_datasets(path, skip_prefix="checkpoint/"):
+    """Every dataset of a run file as {name: array} (the checkpoint slots, whose fill order depends on
+    the run's history, skipped), and the root attributes that carry no timestamp."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not name.startswith(skip_prefix):
+                out[name] = obj[()]
+        f.visititems(visit)
+        attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("created", "history")}
+    return out, attrs
+
+
+def assert_same_run(a, b):
+    """Two run files hold bit-identical data (every dataset, the active checkpoint, stable attributes)."""
+    from dynsim.store import RunReader
+
+    ca, aa = file_datasets(a)
+    cb, ab = file_datasets(b)
+    assert ca.keys() == cb.keys()
+    for name in ca:
+        va, vb = np.asarray(ca[name]), np.asarray(cb[name])
+        assert va.shape == vb.shape and va.tobytes() == vb.tobytes(), f"{name} differs"
+    assert aa == ab
+    with RunReader(a) as ra, RunReader(b) as rb:
+        assert ra.checkpoint["params"].tobytes() == rb.checkpoint["params"].tobytes()

@@ -1,36 +1,14 @@
 """The command line end to end, in subprocesses: runs, determinism, divergence, bad input."""
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from dynsim.store import RunReader
 
-from conftest import run_cli, small_config, write_config
+from conftest import assert_same_run, file_datasets, run_cli, small_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _datasets(path):
-    """Every dataset of a file as {name: array}, and the attributes that must not vary."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        attrs = {k: v for k, v in f.attrs.items() if k not in ("created", "history")}  # timestamps
-    return out, attrs
-
-
-def _assert_same_file_content(a, b):
-    da, aa = _datasets(a)
-    db, ab = _datasets(b)
-    assert da.keys() == db.keys()
-    for name in da:
-        if isinstance(da[name], np.ndarray) and da[name].dtype.kind == "f":
-            assert da[name].tobytes() == db[name].tobytes(), name
-        else:
-            assert np.array_equal(da[name], db[name]), name
-    assert {k: str(v) for k, v in aa.items()} == {k: str(v) for k, v in ab.items()}
 
 
 def test_quickstart_config_runs_and_info_describes_it(tmp_path):
@@ -59,7 +37,7 @@ def test_same_seed_gives_identical_files_for_1_and_2_threads(tmp_path):
     cfg = write_config(tmp_path / "c.toml", small_config(run=dict(replicas=7, steps=300)))
     run_cli("run", cfg, "-o", tmp_path / "t1.h5", "-q", env={"NUMBA_NUM_THREADS": "1"}, check=True)
     run_cli("run", cfg, "-o", tmp_path / "t2.h5", "-q", env={"NUMBA_NUM_THREADS": "2"}, check=True)
-    _assert_same_file_content(tmp_path / "t1.h5", tmp_path / "t2.h5")
+    assert_same_run(tmp_path / "t1.h5", tmp_path / "t2.h5")
 
 
 def test_compiled_kernels_agree_with_pure_python(tmp_path):
@@ -68,8 +46,8 @@ def test_compiled_kernels_agree_with_pure_python(tmp_path):
                                                          task=dict(n_probes=3, n_sources=2)))
     run_cli("run", cfg, "-o", tmp_path / "jit.h5", "-q", check=True)
     run_cli("run", cfg, "-o", tmp_path / "py.h5", "-q", env={"NUMBA_DISABLE_JIT": "1"}, check=True)
-    a, _ = _datasets(tmp_path / "jit.h5")
-    b, _ = _datasets(tmp_path / "py.h5")
+    a, _ = file_datasets(tmp_path / "jit.h5")
+    b, _ = file_datasets(tmp_path / "py.h5")
     for name in ("params/final", "observables/ntk", "observables/response", "observables/loss_train"):
         # libm's transcendental functions are the same in both; only compiler-level rounding differs
         np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-15)

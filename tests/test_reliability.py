@@ -11,33 +11,9 @@ import pytest
 from dynsim.engine import Simulation, resume
 from dynsim.store import RunReader, StoreError
 
-from conftest import SEED, run_cli, small_config, write_config
+from conftest import SEED, assert_same_run, run_cli, small_config, write_config
 
 N_KILLS = int(os.environ.get("DYNSIM_KILLS", "20"))  # the soak script raises this to 100
-
-
-def _content(path):
-    """Every dataset except the checkpoint slots (whose history differs), and the stable root attributes."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and not name.startswith("checkpoint/"):
-                out[name] = obj[()]
-        f.visititems(visit)
-        attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("created", "history")}
-    return out, attrs
-
-
-def assert_same_run(a, b):
-    ca, aa = _content(a)
-    cb, ab = _content(b)
-    assert ca.keys() == cb.keys()
-    for name in ca:
-        va, vb = np.asarray(ca[name]), np.asarray(cb[name])
-        assert va.shape == vb.shape and va.tobytes() == vb.tobytes(), f"{name} differs"
-    assert aa == ab
-    with RunReader(a) as ra, RunReader(b) as rb:
-        assert ra.checkpoint["params"].tobytes() == rb.checkpoint["params"].tobytes()
 
 
 def _kill_config(tmp_path):
