@@ -1,20 +1,26 @@
-"""Workload W1 (DESIGN.md section 7), dynsim against the loop a researcher writes by hand.
+"""dynsim against the training loop a researcher writes by hand (DESIGN.md section 7, issue 7).
 
-W1: R = 128 replicas, D = 8 inputs, N = 32 tanh hidden units, P = 32 samples, SGD batch 1,
-eta = 0.05, 20,000 steps, float64. Every implementation starts from dynsim's initial parameters
-and uses dynsim's sample indices (drawn before timing), and must end with the same parameters
-(to 1e-9 relative) before its time counts.
+Workloads (tanh simple network, squared loss, float64, identical data and initial parameters):
 
-    python benchmarks/w1.py [--steps 20000] [--repeats 3]
+* ``w1``: R = 128 replicas, D = 8, N = 32, P = 32, SGD batch 1, eta = 0.05, 20,000 steps
+* ``wide``: R = 128, D = 1, N = 1024, P = 32, SGD batch 1, eta = 0.05 / 32, 2,000 steps (the
+  standard-scaling NTK grows with N, so eta shrinks to stay stable)
+* ``fullbatch``: R = 128, D = 8, N = 32, P = 1024, full-batch GD, eta = 0.05, 200 steps
 
-Prints replica-steps per second (median of the repeats) and ratios; copy the table into
-benchmarks/RESULTS.md with the machine and date.
+Implementations: dynsim's compiled kernel; NumPy vectorised over replicas; PyTorch batched over
+replicas (``torch.no_grad``, hand-written gradients); JAX (``vmap`` over replicas of a ``lax.scan``
+over steps, jitted; compile time reported apart). SGD sample indices are dynsim's Philox draws,
+drawn before timing and handed to every implementation, so all follow the same trajectory; each
+must end within 1e-9 relative of dynsim's parameters before its time counts. PyTorch and JAX are
+optional (benchmark-only): ``pip install torch==2.13.0 jax jaxlib``.
+
+    python benchmarks/w1.py [--workloads w1,wide,fullbatch] [--repeats 3]
+
+Prints a markdown table of replica-steps per second (median of the repeats) and ratios.
 """
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +28,29 @@ import numpy as np
 from numba import njit
 
 from dynsim import rng as R
-from dynsim.config import load_config
+from dynsim.config import Config, RecordSpec, RunSpec
 from dynsim.engine import Simulation
+from dynsim.integrators import TrainerSpec
+from dynsim.models.simple import SimpleNet
+from dynsim.tasks import TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
+
+WORKLOADS = {
+    "w1": dict(input_dim=8, width=32, n_train=32, method="sgd", steps=20000, eta=0.05),
+    "wide": dict(input_dim=1, width=1024, n_train=32, method="sgd", steps=2000, eta=0.05 / 32),
+    "fullbatch": dict(input_dim=8, width=32, n_train=1024, method="gd", steps=200, eta=0.05),
+}
+REPLICAS = 128
+ETA = 0.05  # set per workload by bench()
+
+
+def make_simulation(w) -> Simulation:
+    training = TrainerSpec(method=w["method"], eta=w["eta"], batch_size=1 if w["method"] == "sgd" else None)
+    return Simulation(Config(run=RunSpec(seed=1, replicas=REPLICAS, steps=w["steps"]),
+                             model=SimpleNet(input_dim=w["input_dim"], width=w["width"], activation="tanh"),
+                             task=TaskSpec(kind="teacher", n_train=w["n_train"], n_test=8, n_probes=2, n_sources=1),
+                             training=training, record=RecordSpec(n_records=2)))
 
 
 @njit(cache=True)
@@ -37,79 +62,185 @@ def _draw_indices(seed, replicas, steps, n_train):
     return out
 
 
-def numpy_w1(theta0, x, y, indices, eta, width, input_dim, scale):
-    """Plain NumPy, vectorised over replicas: the loop one writes without a compiler."""
-    r = theta0.shape[0]
-    nw = width * input_dim
-    W = theta0[:, :nw].reshape(r, width, input_dim).copy()
-    b = theta0[:, nw:nw + width].copy()
-    a = theta0[:, nw + width:nw + 2 * width].copy()
+def _split(theta, d, n):
+    """W [R, D, N] (the stored, transposed layout), b [R, N], a [R, N]."""
+    r = theta.shape[0]
+    return theta[:, :d * n].reshape(r, d, n).copy(), theta[:, d * n:d * n + n].copy(), theta[:, d * n + n:].copy()
+
+
+def _join(W, b, a):
+    return np.concatenate([np.asarray(W).reshape(W.shape[0], -1), np.asarray(b), np.asarray(a)], axis=1)
+
+
+# --- NumPy -------------------------------------------------------------------------------------
+def numpy_sgd(theta0, x, y, indices, d, n):
+    W, b, a = _split(theta0, d, n)
     for idx in indices:
-        xb = x[idx]                                   # [R, D]
-        h = np.tanh(np.einsum("rnd,rd->rn", W, xb) + b)
-        dl = scale * np.sum(a * h, axis=1) - y[idx]   # squared loss: l' = f - y
-        gz = (eta * scale) * dl[:, None] * a * (1.0 - h * h)
-        a -= (eta * scale) * dl[:, None] * h
-        W -= gz[:, :, None] * xb[:, None, :]
+        xb = x[idx]                                          # [R, D]
+        h = np.tanh(np.einsum("rd,rdn->rn", xb, W) + b)
+        dl = np.sum(a * h, axis=1) - y[idx]                  # squared loss: l' = f - y
+        gz = ETA * dl[:, None] * a * (1.0 - h * h)
+        a -= ETA * dl[:, None] * h
+        W -= xb[:, :, None] * gz[:, None, :]
         b -= gz
-    return np.concatenate([W.reshape(r, -1), b, a], axis=1)
+    return _join(W, b, a)
+
+
+def numpy_gd(theta0, x, y, steps, d, n):
+    W, b, a = _split(theta0, d, n)
+    p = x.shape[0]
+    for _ in range(steps):
+        h = np.tanh(np.einsum("pd,rdn->rpn", x, W) + b[:, None, :])
+        dl = (np.einsum("rpn,rn->rp", h, a) - y) / p
+        gz = dl[:, :, None] * a[:, None, :] * (1.0 - h * h)
+        a -= ETA * np.einsum("rp,rpn->rn", dl, h)
+        W -= ETA * np.einsum("pd,rpn->rdn", x, gz)
+        b -= ETA * gz.sum(axis=1)
+    return _join(W, b, a)
+
+
+# --- PyTorch -----------------------------------------------------------------------------------
+def torch_impl(theta0, x, y, indices, steps, d, n, full_batch):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    W, b, a = (torch.from_numpy(v) for v in _split(theta0, d, n))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    p = x.shape[0]
+    with torch.no_grad():
+        if full_batch:
+            for _ in range(steps):
+                h = torch.tanh(torch.einsum("pd,rdn->rpn", xt, W) + b[:, None, :])
+                dl = (torch.einsum("rpn,rn->rp", h, a) - yt) / p
+                gz = dl[:, :, None] * a[:, None, :] * (1.0 - h * h)
+                a -= ETA * torch.einsum("rp,rpn->rn", dl, h)
+                W -= ETA * torch.einsum("pd,rpn->rdn", xt, gz)
+                b -= ETA * gz.sum(dim=1)
+        else:
+            for idx in torch.from_numpy(indices):
+                xb = xt[idx]
+                h = torch.tanh(torch.einsum("rd,rdn->rn", xb, W) + b)
+                dl = (a * h).sum(dim=1) - yt[idx]
+                gz = ETA * dl[:, None] * a * (1.0 - h * h)
+                a -= ETA * dl[:, None] * h
+                W -= xb[:, :, None] * gz[:, None, :]
+                b -= gz
+    return _join(W.numpy(), b.numpy(), a.numpy())
+
+
+# --- JAX ---------------------------------------------------------------------------------------
+def jax_impl(theta0, x, y, indices, steps, d, n, full_batch):
+    """Returns (parameters, compile seconds) ; the function is jitted, compiled, then run."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    p = x.shape[0]
+
+    def sgd_step(params, idx):
+        W, b, a = params
+        xb = xj[idx]
+        h = jnp.tanh(xb @ W + b)
+        dl = a @ h - yj[idx]
+        gz = ETA * dl * a * (1.0 - h * h)
+        return (W - jnp.outer(xb, gz), b - gz, a - ETA * dl * h), None
+
+    def gd_step(params, _):
+        W, b, a = params
+        h = jnp.tanh(xj @ W + b)
+        dl = (h @ a - yj) / p
+        gz = dl[:, None] * a * (1.0 - h * h)
+        return (W - ETA * xj.T @ gz, b - ETA * gz.sum(0), a - ETA * dl @ h), None
+
+    def one_replica(params, seq):
+        return jax.lax.scan(gd_step if full_batch else sgd_step, params, seq)[0]
+
+    seq = jnp.zeros((steps, theta0.shape[0]), dtype=jnp.int64) if full_batch else jnp.asarray(indices)
+    run = jax.jit(jax.vmap(one_replica, in_axes=((0, 0, 0), 1)))
+    params = tuple(jnp.asarray(v) for v in _split(theta0, d, n))
+    t0 = time.perf_counter()
+    compiled = run.lower(params, seq).compile()
+    compile_seconds = time.perf_counter() - t0
+    return (lambda: _join(*(np.asarray(v) for v in jax.block_until_ready(compiled(params, seq))))), compile_seconds
 
 
 def _median_rate(fn, work, repeats):
-    times = []
+    times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return work / np.median(times), out
+    return work / float(np.median(times)), out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    cfg = load_config(REPO / "data/configs/w1.toml")
-    sim = Simulation(cfg)
-    m = cfg.model
-    replicas, steps = cfg.run.replicas, args.steps
-    work = replicas * steps
+def bench(name, repeats):
+    global ETA
+    w = WORKLOADS[name]
+    ETA = w["eta"]
+    sim = make_simulation(w)
+    d, n, steps = w["input_dim"], w["width"], w["steps"]
+    full = w["method"] == "gd"
     theta0 = sim.initial_params()
-    status = np.zeros(replicas, dtype=np.int8)
-    failed = np.full(replicas, -1, dtype=np.int64)
+    x, y = sim.data.x_train, sim.data.y_train
+    work = REPLICAS * steps
+    status = np.zeros(REPLICAS, dtype=np.int8)
+    failed = np.full(REPLICAS, -1, dtype=np.int64)
 
     def dynsim_kernel():
         params = theta0.copy()
         sim.advance(params, 0, steps, status, failed)
         return params
 
-    dynsim_kernel()  # compile (or load the cache) outside the timing
-    rate_dynsim, final = _median_rate(dynsim_kernel, work, args.repeats)
+    dynsim_kernel()  # compile or load the cache outside the timing
+    if np.any(status):
+        raise SystemExit(f"workload {name} diverged in dynsim; its rate would be meaningless")
+    rows = {}
+    rows["dynsim"], reference = _median_rate(dynsim_kernel, work, repeats)
+    indices = None if full else _draw_indices(np.uint64(1), REPLICAS, steps, w["n_train"])
+    candidates = {"NumPy": lambda: numpy_gd(theta0, x, y, steps, d, n) if full
+                  else numpy_sgd(theta0, x, y, indices, d, n)}
+    try:
+        import torch  # noqa: F401
+        candidates["PyTorch"] = lambda: torch_impl(theta0, x, y, indices, steps, d, n, full)
+    except ImportError:
+        pass
+    notes = []
+    try:
+        runner, compile_s = jax_impl(theta0, x, y, indices, steps, d, n, full)
+        candidates["JAX"] = runner
+        notes.append(f"JAX compile {compile_s:.2f} s (not in the rate)")
+    except ImportError:
+        pass
+    for label, fn in candidates.items():
+        rate, out = _median_rate(fn, work, repeats)
+        err = float(np.max(np.abs(out - reference) / (np.abs(reference) + 1e-12)))
+        if not err <= 1e-9:  # also catches NaN
+            notes.append(f"{label} DISAGREES with dynsim ({err:.1e}); not reported")
+            continue
+        rows[label] = rate
+        notes.append(f"{label} agrees to {err:.1e}")
+    return rows, notes
 
-    indices = _draw_indices(np.uint64(cfg.run.seed), replicas, steps, cfg.task.n_train)
-    rate_numpy, final_np = _median_rate(
-        lambda: numpy_w1(theta0, sim.data.x_train, sim.data.y_train, indices, cfg.training.eta, m.width,
-                         m.input_dim, m.output_scale), work, max(1, args.repeats // 2))
-    err = np.max(np.abs(final_np - final) / (np.abs(final) + 1e-12))
-    if err > 1e-9:
-        sys.exit(f"NumPy and dynsim disagree after {steps} steps (max rel. diff {err:.2e}); not timing")
 
-    # the whole CLI run, records and HDF5 included
-    out = Path("/tmp/dynsim_w1_bench.h5")
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dynsim.cli", "run", str(REPO / "data/configs/w1.toml"), "-o", str(out),
-                    "--quiet", "--overwrite"], check=True)
-    cli_seconds = time.perf_counter() - t0
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}")
-    print(f"W1: R={replicas} D={m.input_dim} N={m.width} P={cfg.task.n_train} steps={steps}; "
-          f"final parameters agree to {err:.1e} relative")
-    print(f"| implementation | M replica-steps/s | ratio to NumPy |")
-    print(f"|---|---|---|")
-    print(f"| dynsim (advance kernel) | {rate_dynsim / 1e6:.2f} | {rate_dynsim / rate_numpy:.1f} |")
-    print(f"| NumPy, vectorised over replicas | {rate_numpy / 1e6:.3f} | 1.0 |")
-    print(f"dynsim run data/configs/w1.toml (20,000 steps, records, HDF5, process start): {cli_seconds:.2f} s wall")
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workloads", default="w1,wide,fullbatch")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    for name in args.workloads.split(","):
+        rows, notes = bench(name, args.repeats)
+        base = rows.get("JAX", rows["NumPy"])
+        base_name = "JAX" if "JAX" in rows else "NumPy"
+        print(f"\n### {name}: {WORKLOADS[name]}\n")
+        print(f"| implementation | M replica-steps/s | ratio to {base_name} |")
+        print("|---|---|---|")
+        for label, rate in rows.items():
+            print(f"| {label} | {rate / 1e6:.3f} | {rate / base:.2f} |")
+        print("\n" + "; ".join(notes))
 
 
 if __name__ == "__main__":

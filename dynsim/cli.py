@@ -1,4 +1,4 @@
-"""Command line: ``dynsim run | resume | info | config-keys``.
+"""Command line: ``dynsim run | resume | info | derive | config-keys``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
 3 the run diverged, 130 interrupted.
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
     sub.add_parser("config-keys", help="list every config key with its default and allowed values")
+    from .theory.cli import register as register_derive
+
+    register_derive(sub)
     return p
 
 
@@ -78,6 +81,12 @@ def _cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _cmd_derive(args) -> int:
+    from .theory.cli import run_derive
+
+    return run_derive(args)
+
+
 def _cmd_config_keys(args) -> int:
     import dataclasses
 
@@ -97,7 +106,8 @@ def main(argv=None) -> int:
     from .store import StoreError
 
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys}
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys,
+                "derive": _cmd_derive}
     try:
         return handlers[args.command](args)
     except (ConfigError, StoreError) as exc:

@@ -130,3 +130,8 @@ def test_bad_config_value_exit_2_and_existing_output_untouched(tmp_path):
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert out.read_bytes() == b"earlier results"
     assert run_cli("run", good, "-o", out, "--overwrite", "-q").returncode == 0
+
+
+def test_derive_prints_the_relu_ntk_in_latex():
+    proc = run_cli("derive", "--activation", "relu", "--quantity", "ntk", "--latex", check=True)
+    assert r"\Theta" in proc.stdout

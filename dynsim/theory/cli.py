@@ -1,0 +1,40 @@
+"""``dynsim derive``: print a derivation as LaTeX, SymPy text or the generated Python code.
+
+``register(subparsers)`` adds the subcommand to dynsim's argparse parser; ``run_derive(args)`` runs
+it. SymPy is imported only when the command runs, so that other commands stay fast.
+"""
+import sys
+
+from ..models.activations import ACTIVATIONS
+from . import QUANTITIES
+
+
+def register(subparsers):
+    """Add ``derive`` to an ``argparse`` subparsers object; returns the new parser."""
+    p = subparsers.add_parser("derive", help="print the analytic NTK, response, kernels or lazy solution "
+                                             "of the simple network (SymPy)")
+    p.add_argument("--activation", required=True, choices=tuple(ACTIVATIONS), help="hidden activation")
+    p.add_argument("--quantity", required=True, choices=QUANTITIES,
+                   help="gradients | ntk | response (to eta^2) | kernel_init (expectation at "
+                        "initialisation) | lazy (linearised GD) | statements")
+    p.add_argument("--scaling", choices=("ntk", "standard"), default="ntk", help="output scaling (default ntk)")
+    p.add_argument("--no-hidden-bias", dest="hidden_bias", action="store_false", help="no trained hidden biases b_i")
+    p.add_argument("--output-bias", action="store_true", help="a trained output bias c")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--latex", dest="format", action="store_const", const="latex", help="LaTeX (default)")
+    fmt.add_argument("--sympy", dest="format", action="store_const", const="sympy",
+                     help="SymPy expressions (str form)")
+    fmt.add_argument("--python", dest="format", action="store_const", const="python",
+                     help="the generated, Numba-compiled Python code")
+    p.set_defaults(format="latex", handler=run_derive)
+    return p
+
+
+def run_derive(args) -> int:
+    from .derivations import derive
+
+    derivation = derive(args.quantity, args.activation, scaling=args.scaling, hidden_bias=args.hidden_bias,
+                        output_bias=args.output_bias)
+    text = {"latex": derivation.latex, "sympy": derivation.sympy_text, "python": derivation.python}[args.format]()
+    sys.stdout.write(text + "\n")
+    return 0
