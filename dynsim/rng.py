@@ -15,6 +15,8 @@ is the run seed. No generator state exists, so
 The functions here are plain ``numba.njit`` functions with scalar arguments, so they can be called
 from CPU kernels and compiled as CUDA device functions alike.
 """
+import math
+
 import numpy as np
 from numba import njit
 
@@ -87,7 +89,7 @@ def uniform_pair(seed, replica, stream, step, index):
 def normal_pair(seed, replica, stream, step, index):
     """Two independent N(0, 1) doubles for one counter (Box-Muller on ``uniform_pair``)."""
     u1, u2 = uniform_pair(seed, replica, stream, step, index)
-    radius = np.sqrt(-2.0 * np.log(u1))
+    radius = math.sqrt(-2.0 * np.log(u1))  # np.sqrt has no CUDA lowering in numba-cuda
     angle = _TWO_PI * u2
     return radius * np.cos(angle), radius * np.sin(angle)
 

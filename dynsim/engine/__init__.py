@@ -10,6 +10,7 @@ import datetime
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,8 +45,11 @@ class RunResult:
 def get_backend(name: str):
     if name == "cpu":
         return CpuBackend()
-    raise ConfigError("run.backend", f"got {name!r}; the CUDA backend is not part of this version yet: "
-                                     "use backend = 'cpu'")
+    if name == "cuda":
+        from .cuda import CudaBackend  # numba.cuda is imported only when asked for
+
+        return CudaBackend()  # CudaUnavailableError (a ConfigError) without GPU, driver or numba-cuda
+    raise ConfigError("run.backend", f"got {name!r}; allowed: 'cpu', 'cuda'")
 
 
 class Simulation:
@@ -63,7 +67,7 @@ class Simulation:
         self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
         batch = cfg.training.effective_batch(cfg.task.n_train)
         work = cfg.run.replicas * batch * cfg.model.width * (cfg.model.input_dim + 4)
-        self.chunk_steps = int(max(1, _CHUNK_WORK // max(work, 1)))
+        self.chunk_steps = int(max(1, getattr(self.backend, "chunk_work", _CHUNK_WORK) // max(work, 1)))
 
     def initial_params(self) -> np.ndarray:
         return self.config.model.init_params(self.config.run.seed, self.config.run.replicas)
@@ -99,33 +103,44 @@ class Simulation:
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
         every = cfg.record.checkpoint_steps or cfg.run.steps + 1
+        # a backend with upload/download (CUDA) keeps the parameters on its device for the whole
+        # run; they come back to the host only for checkpoints and the end of the run
+        work = self.backend.upload(params) if hasattr(self.backend, "upload") else params
+
+        def host():
+            if work is not params:
+                self.backend.download(work, params)
+            return params
         try:
             for target in self.record_steps[first_record:]:
                 while step < target:
                     next_checkpoint = (step // every + 1) * every
                     s1 = min(int(target), step + self.chunk_steps, next_checkpoint)
-                    self.advance(params, step, s1, status, failed_step)
+                    self.advance(work, step, s1, status, failed_step)
                     if cfg.run.on_divergence == "stop" and np.any(status != STATUS_OK):
                         bar.close()
-                        return self._diverged(writer, params, status, failed_step, step, stopped=True)
+                        return self._diverged(writer, host(), status, failed_step, step, stopped=True)
                     bar.update(s1 - step)
                     step = s1
                     if (step == next_checkpoint
                             or time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds):
-                        writer.checkpoint(step, params, failed_step)
+                        writer.checkpoint(step, host(), failed_step)
                         last_checkpoint = time.monotonic()
-                self.measure(params, buffers)
+                    _check_stop()
+                self.measure(work, buffers)
                 writer.append(step, step * eta, buffers)
                 if writer.block_full:
-                    writer.checkpoint(step, params, failed_step)
+                    writer.checkpoint(step, host(), failed_step)
                     last_checkpoint = time.monotonic()
+                _check_stop()
         except KeyboardInterrupt:
             bar.close()
             message = f"interrupted at step {step}; records up to there are kept ('dynsim resume' continues)"
-            writer.finish(step, params, STATUS_INTERRUPTED, message, replica_failed_step=failed_step)
+            writer.finish(step, host(), STATUS_INTERRUPTED, message, replica_failed_step=failed_step)
             return RunResult(str(writer.path), STATUS_INTERRUPTED, message, step, params,
                              np.flatnonzero(status))
         bar.close()
+        host()
         if np.any(status != STATUS_OK):
             return self._diverged(writer, params, status, failed_step, step, stopped=False)
         message = f"completed {step} steps, {writer.records_total} records"
@@ -226,10 +241,24 @@ def run(config, path, **kwargs) -> RunResult:
     return Simulation(config).run(path, **kwargs)
 
 
-# SIGTERM (batch schedulers' pre-emption) is turned into the same clean stop as Ctrl-C.
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+# SIGTERM (batch schedulers' pre-emption) and Ctrl-C only set a flag; the time loop checks it
+# where step and parameters agree (after a chunk, after a record) and stops there cleanly. Raising
+# from the handler could land between a finished chunk and the step counter's update, and the
+# checkpoint would then pair parameters with the wrong step.
+_STOP_REQUESTED = threading.Event()
+
+
+def _request_stop(signum, frame):
+    _STOP_REQUESTED.set()
 
 
 def install_signal_handlers():
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _STOP_REQUESTED.clear()
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+
+
+def _check_stop():
+    if _STOP_REQUESTED.is_set():
+        _STOP_REQUESTED.clear()
+        raise KeyboardInterrupt
