@@ -10,7 +10,7 @@ Layout (format_version 1)::
     /data/x_train, y_train, x_test, y_test
     /probes/x               [probe, input_dim]
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
-    /time/step, /time/t     [record]; t = step * eta
+    /time/step, /time/t     [record]; t = step * time_step (eta, or the sde trainer's dt)
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
                             dimension scales /observables/{record,replica,probe,probe2,source}
     /params/initial         [replica, n_params]
@@ -166,7 +166,7 @@ class RunWriter:
         time = f.create_group("time")
         time.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         time.create_dataset("t", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        time["t"].attrs["units"] = "step * eta"
+        time["t"].attrs["units"] = "step * time_step (training.time_step: eta, or dt for the sde trainer)"
         self._create_observables(data)
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
@@ -466,7 +466,8 @@ class RunReader:
             f"model       {m['kind']}: input_dim={m['input_dim']} width={m['width']} activation={m['activation']} "
             f"scaling={m.get('scaling')} params={m.get('n_params')} [{m['param_layout']}]",
             f"training    {t['method']} eta={t['eta']} batch={t['batch_size']} loss={t['loss']} "
-            f"seed={t['seed']} steps={t.get('steps')} replicas={a.get('n_replicas')}",
+            f"seed={t['seed']} steps={t.get('steps')} replicas={a.get('n_replicas')}"
+            + (f" noise={t['noise']} scheme={t['scheme']} dt={t['dt']}" if t['method'] == "sde" else ""),
             f"records     {len(steps)}" + (f", steps {steps[0]}..{steps[-1]}" if len(steps) else ""),
             "observables",
         ]

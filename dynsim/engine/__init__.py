@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..integrators import SCHEMES
 from ..losses import LOSSES
 from ..observables import allocate
 from ..spec import ConfigError
@@ -61,11 +62,13 @@ class Simulation:
         self.backend = get_backend(cfg.run.backend)
         self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed)
         self.model_ints, self.model_floats = cfg.model.kernel_arrays()
-        self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train)
+        self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train, cfg.model.n_params)
         self.record_steps = record_steps(cfg.run.steps, cfg.record.n_records, cfg.record.spacing)
         self.loss_code = LOSSES[cfg.training.loss]
         self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
         batch = cfg.training.effective_batch(cfg.task.n_train)
+        if cfg.training.method == "sde":  # every stage is a full-batch gradient
+            batch = cfg.task.n_train * SCHEMES[cfg.training.scheme].stages
         work = cfg.run.replicas * batch * cfg.model.width * (cfg.model.input_dim + 4)
         self.chunk_steps = int(max(1, getattr(self.backend, "chunk_work", _CHUNK_WORK) // max(work, 1)))
 
@@ -96,7 +99,7 @@ class Simulation:
     def _loop(self, writer, params, failed_step, step, first_record, progress) -> RunResult:
         """Advance from ``step`` through the record schedule from ``first_record`` on."""
         cfg = self.config
-        eta = cfg.training.eta
+        time_step = cfg.training.time_step
         status = np.where(failed_step >= 0, STATUS_NONFINITE, STATUS_OK).astype(np.int8)
         buffers = allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0],
                            self.data.x_source.shape[0])
@@ -128,7 +131,7 @@ class Simulation:
                         last_checkpoint = time.monotonic()
                     _check_stop()
                 self.measure(work, buffers)
-                writer.append(step, step * eta, buffers)
+                writer.append(step, step * time_step, buffers)
                 if writer.block_full:
                     writer.checkpoint(step, host(), failed_step)
                     last_checkpoint = time.monotonic()

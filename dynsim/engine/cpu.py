@@ -8,8 +8,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..integrators import TI_SAMPLING
+from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
 from ..integrators.discrete import discrete_step
+from ..integrators.sde import WORK_ROWS, sde_step
 from ..models.simple import MI_DIM, MI_WIDTH
 from ..observables import measure
 
@@ -25,6 +26,7 @@ def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
     replicas = params.shape[0]
     width, dim, n_train = mi[MI_WIDTH], mi[MI_DIM], x.shape[0]
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    sde = ti[TI_METHOD] == SDE_CODE
     for r in prange(replicas):
         if status[r] != STATUS_OK:
             continue
@@ -33,9 +35,15 @@ def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         g = np.empty(dim)
         perm = np.empty(n_perm, dtype=np.int64)
         perm_epoch = np.full(1, -1, dtype=np.int64)
+        xi = np.empty(ti[TI_N_XI])
+        work = np.empty((WORK_ROWS if sde else 0, dim))
         theta = params[r]
         for s in range(s0, s1):
-            if not discrete_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch):
+            if sde:
+                ok = sde_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, xi, work)
+            else:
+                ok = discrete_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch)
+            if not ok:
                 status[r] = STATUS_NONFINITE
                 failed_step[r] = s
                 break

@@ -10,6 +10,13 @@ The contract every integrator follows:
 * ``TrainerSpec.kernel_arrays()`` packs the validated options into the plain arrays the step takes.
 
 A new trainer is one registry entry plus one compiled step, dispatched by code in the engine.
+
+The continuous-time trainer ``sde`` (see ``sde.py``) integrates
+
+    d theta = -(grad L + lambda theta) dt + B(theta) dW
+
+with a choice of noise B (``NOISES``) and of scheme (``SCHEMES``); each scheme declares its strong
+and weak orders, which depend on whether the noise is additive (B constant) or multiplicative.
 """
 import dataclasses
 import math
@@ -20,8 +27,8 @@ from ..losses import LOSSES
 from ..spec import Section, option
 
 # Positions in the packed ``trainer_ints`` / ``trainer_floats`` arrays.
-TI_METHOD, TI_BATCH, TI_SAMPLING, TI_LOSS = range(4)
-TF_ETA, TF_TEMPERATURE, TF_WEIGHT_DECAY, TF_NOISE_STD = range(4)
+TI_METHOD, TI_BATCH, TI_SAMPLING, TI_LOSS, TI_NOISE, TI_SCHEME, TI_N_XI = range(7)
+TF_ETA, TF_TEMPERATURE, TF_WEIGHT_DECAY, TF_NOISE_STD, TF_DT, TF_SQRT_DT, TF_NOISE_COEF = range(7)
 
 SAMPLING = {"full": 0, "with_replacement": 1, "without_replacement": 2}
 
@@ -43,6 +50,54 @@ INTEGRATORS = {
                       "mini-batch SGD: theta <- theta - eta grad L_batch, batch of B samples per replica"),
     "langevin": Integrator("langevin", 2, 0.5, 1.0, True,
                            "GD or SGD plus sqrt(2 eta T) xi, xi ~ N(0, I): Euler-Maruyama of Langevin dynamics"),
+    # orders of the sde entry are those of its scheme and noise, see TrainerSpec.integrator
+    "sde": Integrator("sde", 3, math.nan, math.nan, True,
+                      "continuous-time gradient flow with noise, d theta = -grad L dt + B(theta) dW"),
+}
+SDE_CODE = INTEGRATORS["sde"].code
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    name: str
+    code: int
+    additive: bool
+    description: str
+
+
+NOISES = {
+    "none": Noise("none", 0, True, "B = 0: deterministic gradient flow"),
+    "sgd": Noise("sgd", 1, False,
+                 "B B^T = (eta / B) Sigma(theta), Sigma the covariance of per-sample gradients over the training "
+                 "set; it vanishes where every sample's gradient does (the loss-feedback loop of SGD)"),
+    "langevin": Noise("langevin", 2, True, "B = sqrt(2 T) I: additive noise at temperature T"),
+    "loss_scaled": Noise("loss_scaled", 3, False,
+                         "B = sqrt(2 T L(theta)) I: isotropic noise whose variance is proportional to the loss"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """A time-stepping scheme; orders as (strong, weak), for additive and multiplicative noise."""
+    name: str
+    code: int
+    stages: int
+    additive_orders: tuple[float, float]
+    multiplicative_orders: tuple[float, float] | None  # None: the scheme is not valid for it
+    deterministic_order: float
+    description: str
+
+
+SCHEMES = {
+    "euler_maruyama": Scheme("euler_maruyama", 0, 1, (1.0, 1.0), (0.5, 1.0), 1.0,
+                             "theta += a dt + B dW; one gradient per step"),
+    # Heun's predictor-corrector converges to the Stratonovich solution when B depends on theta,
+    # so it is offered for additive noise only (where Ito and Stratonovich agree).
+    "heun": Scheme("heun", 1, 2, (1.0, 2.0), None, 2.0,
+                   "stochastic Heun: predictor theta* = theta + a dt + B dW, corrector "
+                   "theta += (a(theta) + a(theta*)) dt / 2 + B dW; two gradients per step"),
+    "rk4": Scheme("rk4", 2, 4, (math.nan, math.nan), None, 4.0,
+                  "classical Runge-Kutta for noise = 'none' (gradient flow, the eta -> 0 limit); four gradients per step"),
 }
 
 
@@ -60,36 +115,108 @@ class TrainerSpec(Section):
     loss: str = option("squared", "str", "per-sample loss", choices=tuple(LOSSES))
     weight_decay: float = option(0.0, "float", "L2 coefficient lambda: the update adds -eta lambda theta",
                                  minimum=0.0)
+    noise: str = option("sgd", "str", "sde only: the noise B(theta) dW (see NOISES)", choices=tuple(NOISES))
+    scheme: str = option("euler_maruyama", "str", "sde only: the integration scheme", choices=tuple(SCHEMES))
+    dt: float = option(None, "float", "sde only: integration time step (default: eta, so that step k of SGD "
+                                      "and step k of the SDE are at the same time t = k eta)",
+                       minimum=0.0, exclusive_minimum=True, optional=True)
 
     @property
     def integrator(self) -> Integrator:
-        return INTEGRATORS[self.method]
+        if self.method != "sde":
+            return INTEGRATORS[self.method]
+        scheme, noise = SCHEMES[self.scheme], NOISES[self.noise]
+        if noise.name == "none":
+            strong = weak = scheme.deterministic_order
+        else:
+            strong, weak = scheme.additive_orders if noise.additive else scheme.multiplicative_orders
+        return Integrator("sde", INTEGRATORS["sde"].code, strong, weak, noise.name != "none",
+                          f"{scheme.name} ({scheme.description}) for d theta = -grad L dt + B dW, "
+                          f"noise '{noise.name}': {noise.description}")
+
+    @property
+    def time_step(self) -> float:
+        """Continuous time per step: t = step * time_step."""
+        if self.method == "sde" and self.dt is not None:
+            return self.dt
+        return self.eta
 
     def check(self):
         if self.method == "gd" and self.batch_size is not None:
             self.fail("batch_size", f"got {self.batch_size}; gd always uses the whole training set: "
                                     "remove batch_size or use method = 'sgd'")
+        if self.method == "sde":
+            self._check_sde()
+            return
+        for name in ("noise", "scheme", "dt"):
+            default = type(self).__dataclass_fields__[name].default
+            if getattr(self, name) != default:
+                self.fail(name, f"got {getattr(self, name)!r}; only method = 'sde' uses it: remove it or set "
+                                "method = 'sde'")
         if self.method == "langevin" and self.temperature <= 0.0:
             self.fail("temperature", f"got {self.temperature}; langevin needs temperature > 0")
         if self.method != "langevin" and self.temperature != 0.0:
             self.fail("temperature", f"got {self.temperature}; only method = 'langevin' uses a temperature")
 
+    def _check_sde(self):
+        noise, scheme = NOISES[self.noise], SCHEMES[self.scheme]
+        uses_temperature = self.noise in ("langevin", "loss_scaled")
+        if uses_temperature and self.temperature <= 0.0:
+            self.fail("temperature", f"got {self.temperature}; noise = '{self.noise}' needs temperature > 0")
+        if not uses_temperature and self.temperature != 0.0:
+            self.fail("temperature", f"got {self.temperature}; noise = '{self.noise}' has no temperature: "
+                                     "remove it, or use noise = 'langevin' or 'loss_scaled'")
+        if self.batch_size is not None and self.noise != "sgd":
+            self.fail("batch_size", f"got {self.batch_size}; only noise = 'sgd' has a batch size (the SDE drift "
+                                    "is always the full-batch gradient)")
+        if self.sampling != "with_replacement":
+            self.fail("sampling", f"got {self.sampling!r}; the sde trainer draws no batches: remove it")
+        if scheme.name == "rk4" and noise.name != "none":
+            self.fail("scheme", f"got 'rk4' with noise = '{noise.name}'; rk4 integrates deterministic gradient "
+                                "flow only: set noise = 'none', or use scheme 'heun' or 'euler_maruyama'")
+        if scheme.multiplicative_orders is None and not noise.additive:
+            self.fail("scheme", f"got '{scheme.name}' with noise = '{noise.name}', whose amplitude depends on theta; "
+                                f"'{scheme.name}' would converge to the Stratonovich SDE, not the Ito one: "
+                                "use scheme = 'euler_maruyama'")
+
     def effective_batch(self, n_train: int) -> int:
+        """Samples per gradient: the batch B of SGD (and of the SDE's SGD noise), else n_train."""
         if self.method == "gd" or (self.method == "langevin" and self.batch_size is None):
+            return n_train
+        if self.method == "sde" and self.noise != "sgd":
             return n_train
         return 1 if self.batch_size is None else self.batch_size
 
-    def kernel_arrays(self, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    def noise_draws(self, n_train: int, n_params: int) -> int:
+        """Standard normals per sde step: one per sample (SGD noise, through the factor G) or per parameter."""
+        if self.method != "sde" or self.noise == "none":
+            return 0
+        return n_train if self.noise == "sgd" else n_params
+
+    def kernel_arrays(self, n_train: int, n_params: int = 0) -> tuple[np.ndarray, np.ndarray]:
         batch = self.effective_batch(n_train)
         sampling = SAMPLING["full"] if batch == n_train and (self.method != "sgd") else SAMPLING[self.sampling]
-        ints = np.array([self.integrator.code, batch, sampling, LOSSES[self.loss]], dtype=np.int64)
+        if self.method == "sde":
+            sampling = SAMPLING["full"]
+        ints = np.array([self.integrator.code, batch, sampling, LOSSES[self.loss], NOISES[self.noise].code,
+                         SCHEMES[self.scheme].code, self.noise_draws(n_train, n_params)], dtype=np.int64)
+        dt = self.time_step
+        if self.noise == "sgd":  # G xi with G = centred per-sample gradients / sqrt(P)
+            noise_coef = math.sqrt(self.eta / (batch * n_train))
+        else:
+            noise_coef = math.sqrt(2.0 * self.temperature)
         floats = np.array([self.eta, self.temperature, self.weight_decay,
-                           math.sqrt(2.0 * self.eta * self.temperature)], dtype=np.float64)
+                           math.sqrt(2.0 * self.eta * self.temperature), dt, math.sqrt(dt), noise_coef],
+                          dtype=np.float64)
         return ints, floats
 
     def attributes(self, n_train: int) -> dict:
         integ = self.integrator
-        return dict(method=self.method, eta=self.eta, batch_size=self.effective_batch(n_train),
-                    sampling=self.sampling if self.method != "gd" else "full", temperature=self.temperature,
-                    loss=self.loss, weight_decay=self.weight_decay, strong_order=integ.strong_order,
-                    weak_order=integ.weak_order, description=integ.description, time_unit="t = step * eta")
+        out = dict(method=self.method, eta=self.eta, batch_size=self.effective_batch(n_train),
+                   sampling=self.sampling if self.method == "sgd" or self.method == "langevin" else "full",
+                   temperature=self.temperature, loss=self.loss, weight_decay=self.weight_decay,
+                   strong_order=integ.strong_order, weak_order=integ.weak_order, description=integ.description,
+                   time_step=self.time_step, time_unit="t = step * time_step")
+        if self.method == "sde":
+            out.update(noise=self.noise, scheme=self.scheme, dt=self.time_step)
+        return out
