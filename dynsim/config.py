@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .integrators import TrainerSpec
 from .models.simple import SimpleNet
-from .observables import DEFAULT_OBSERVABLES, OBSERVABLES
+from .observables import DEFAULT_OBSERVABLES, OBSERVABLES, TWO_TIME_OBSERVABLES
 from .rng import MAX_STEPS
 from .spec import ConfigError, Section, option
 from .tasks import TaskSpec
@@ -48,6 +48,15 @@ class RecordSpec(Section):
     checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps (default: only at block "
                                                 "writes and by time)", minimum=1, optional=True)
     compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
+    two_time_waits: int = option(0, "int", "waiting times t_w of the two-time grid (0: off); with it the "
+                                           "autocorrelation and msd observables are recorded and /two_time written",
+                                 minimum=0, maximum=256)
+    two_time_lags: int = option(16, "int", "lags tau of the two-time grid (log-spaced from 1 step)", minimum=1,
+                                maximum=1024)
+    fragility_max_step: float = option(1.0, "float", "flip_distance: longest input step searched (input units)",
+                                       minimum=0.0, exclusive_minimum=True)
+    fragility_margin: float = option(0.1, "float", "flip_distance on a regression task: the output change "
+                                                   "that counts as a flip", minimum=0.0, exclusive_minimum=True)
 
 
 _SECTIONS = {"run": RunSpec, "model": SimpleNet, "task": TaskSpec, "training": TrainerSpec, "record": RecordSpec}
@@ -73,16 +82,28 @@ class Config:
             raise ConfigError("training.loss", "got 'cross_entropy'; it needs +1/-1 labels: use task.kind "
                                                "'encoding' or 'random_labels' with task.labels = 'pm1', or loss 'squared'")
         for name in self.record.observables or ():
-            if OBSERVABLES[name].classification_only and not task.is_classification:
+            spec = OBSERVABLES[name]
+            if spec.classification_only and not task.is_classification:
                 raise ConfigError("record.observables", f"got {name!r}; it needs a classification task, "
                                                         f"and task.kind = {task.kind!r} is regression")
+            if spec.two_time and self.record.two_time_waits == 0:
+                raise ConfigError("record.observables", f"got {name!r}; it is a two-time quantity: set "
+                                                        "record.two_time_waits > 0 (it is then recorded anyway)")
+        for name in self.observables:
+            if OBSERVABLES[name].cpu_only and self.run.backend == "cuda":
+                raise ConfigError("record.observables", f"got {name!r}; it is computed on the CPU backend only: "
+                                                        "remove it, or use run.backend = 'cpu'")
 
     @property
     def observables(self) -> tuple[str, ...]:
         if self.record.observables is not None:
-            return tuple(self.record.observables)
-        return tuple(n for n in DEFAULT_OBSERVABLES
-                     if self.task.is_classification or not OBSERVABLES[n].classification_only)
+            names = tuple(self.record.observables)
+        else:
+            names = tuple(n for n in DEFAULT_OBSERVABLES
+                          if self.task.is_classification or not OBSERVABLES[n].classification_only)
+        if self.record.two_time_waits > 0:
+            names += tuple(n for n in TWO_TIME_OBSERVABLES if n not in names)
+        return names
 
     def resolved(self) -> "Config":
         """The same config with derived values filled in (what a run writes to its file)."""

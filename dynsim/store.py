@@ -91,7 +91,7 @@ class RunWriter:
     """Creates a run file and appends records, checkpoints and status to it (SWMR mode)."""
 
     def __init__(self, path, *, config, data, params_initial, observables, backend="cpu", device="cpu",
-                 overwrite=False, history=""):
+                 overwrite=False, history="", two_time=None):
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give a file name for the output")
@@ -108,6 +108,10 @@ class RunWriter:
         self.config = config.resolved()
         self.observables = tuple(observables)
         self.replicas, self.n_params = params_initial.shape
+        empty = np.zeros(0, dtype=np.int64)
+        self.waits, self.lags = two_time if two_time is not None else (empty, empty)
+        self._sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0], self.config.model.width,
+                                len(self.waits))
         self.block_records = self.config.record.block_records
         self._pending: list[tuple[int, float, dict]] = []
         self.n_records = 0
@@ -129,8 +133,8 @@ class RunWriter:
 
     def _check_free_space(self, data):
         """Refuse to start when even the compressed estimate of the file cannot fit on the disk."""
-        sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0])
-        n_rec = self.config.record.n_records + 2
+        sizes = self._sizes
+        n_rec = self.config.record.n_records + 2 + len(self.waits) * (1 + len(self.lags))
         per_record = sum(int(np.prod([sizes[d] for d in OBSERVABLES[n].dims], dtype=np.int64))
                          for n in self.observables) * self.replicas * 8
         estimate = n_rec * per_record + 5 * self.replicas * self.n_params * 8
@@ -168,6 +172,8 @@ class RunWriter:
         time.create_dataset("t", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         time["t"].attrs["units"] = "step * time_step (training.time_step: eta, or dt for the sde trainer)"
         self._create_observables(data)
+        if len(self.waits):
+            self._create_two_time()
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
         params["initial"].attrs["layout"] = cfg.model.param_layout
@@ -192,11 +198,12 @@ class RunWriter:
 
     def _create_observables(self, data):
         g = self.file.create_group("observables")
-        sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0])
+        sizes = self._sizes
         scales = {"record": g.create_dataset("record", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,)),
                   "replica": g.create_dataset("replica", data=np.arange(self.replicas, dtype=np.int64))}
         for dim, size in sizes.items():
-            scales[dim] = g.create_dataset(dim, data=np.arange(size, dtype=np.int64))
+            values = np.asarray(self.waits, dtype=np.int64) if dim == "wait" else np.arange(size, dtype=np.int64)
+            scales[dim] = g.create_dataset(dim, data=values)
         for name, ds in scales.items():
             ds.make_scale(name)
         scales["record"].attrs["description"] = "training step of each record (same as /time/step)"
@@ -210,6 +217,46 @@ class RunWriter:
             ds.attrs.update(dict(units=spec.units, description=spec.description, dims=",".join(dims)))
             for axis, dim in enumerate(dims):
                 ds.dims[axis].attach_scale(scales[dim])
+
+    def _create_two_time(self):
+        g = self.file.create_group("two_time")
+        step = self.config.training.time_step
+        g.attrs["description"] = ("two-time quantities on the (t_w, tau) grid; /observables/{autocorrelation,msd} "
+                                  "hold the same values per record (axis 'wait'), these arrays are filled when "
+                                  "the run ends (RunReader.two_time builds them from the records before that)")
+        for name, values in (("t_w", self.waits), ("tau", self.lags)):
+            ds = g.create_dataset(name, data=np.asarray(values, dtype=np.int64))
+            ds.make_scale(name)
+            ds.attrs["units"] = "steps"
+            g.create_dataset(f"{name}_time", data=np.asarray(values, dtype=np.float64) * step).attrs["units"] = "t"
+        r, p, nw, nl = self.replicas, self.n_params, len(self.waits), len(self.lags)
+        snap = g.create_dataset("theta_w", shape=(nw, r, p), dtype=np.float64, fillvalue=np.nan,
+                                chunks=(1, r, p) if r * p else None)
+        snap.attrs["description"] = "parameters at each waiting time (written when t_w is reached)"
+        for name in ("autocorrelation", "msd"):
+            spec = OBSERVABLES[name]
+            ds = g.create_dataset(name, shape=(nw, nl, r), dtype=np.float64, fillvalue=np.nan)
+            ds.attrs.update(dict(units=spec.units, description=spec.description, dims="t_w,tau,replica"))
+            ds.dims[0].attach_scale(g["t_w"])
+            ds.dims[1].attach_scale(g["tau"])
+
+    def write_snapshot(self, wait_index: int, params: np.ndarray):
+        """Store theta(t_w) of every replica (needed to resume the two-time observables)."""
+        self.file["two_time/theta_w"][wait_index] = params
+        self.file.flush()
+
+    def _write_two_time(self):
+        """Fill /two_time/{autocorrelation,msd} [t_w, tau, replica] from the committed records."""
+        steps = self.file["time/step"][: self.n_records]
+        for name in ("autocorrelation", "msd"):
+            per_record = self.file["observables"][name]
+            out = np.full((len(self.waits), len(self.lags), self.replicas), np.nan)
+            for i, wait in enumerate(self.waits):
+                for j, lag in enumerate(self.lags):
+                    k = np.searchsorted(steps, wait + lag)
+                    if k < len(steps) and steps[k] == wait + lag:
+                        out[i, j] = per_record[k, :, i]
+            self.file["two_time"][name][...] = out
 
     # -- appending ----------------------------------------------------------------------------
     def append(self, step: int, t: float, buffers: dict):
@@ -297,6 +344,8 @@ class RunWriter:
         else:
             self.checkpoint(step, params, failed)
         self.file["status/replica_failed_step"][...] = failed
+        if len(self.waits):
+            self._write_two_time()
         self.file["params/final"][...] = params
         self.set_status(code, message, last_step=step, replica=replica, failed_step=failed_step)
         self.file.flush()
@@ -427,6 +476,35 @@ class RunReader:
         if name not in self.observable_names:
             raise StoreError(f"{self.path} has no observable '{name}'; it has: {', '.join(self.observable_names)}")
         return self.file["observables"][name][: self.n_records][records]
+
+    @property
+    def has_two_time(self) -> bool:
+        return "two_time" in self.file
+
+    def two_time_axes(self) -> dict:
+        """t_w and tau of the two-time grid, in steps and in time t."""
+        if not self.has_two_time:
+            raise StoreError(f"{self.path} has no two-time grid (run it with record.two_time_waits > 0)")
+        g = self.file["two_time"]
+        return {name: g[name][:] for name in ("t_w", "tau", "t_w_time", "tau_time")}
+
+    def two_time(self, name: str) -> np.ndarray:
+        """[t_w, tau, replica] of 'autocorrelation' or 'msd'; NaN where t_w + tau is not yet committed.
+
+        Built from the committed records, so it works on a file still being written.
+        """
+        axes = self.two_time_axes()
+        if name not in ("autocorrelation", "msd"):
+            raise StoreError(f"no two-time quantity {name!r}; there are 'autocorrelation' and 'msd'")
+        steps = self.steps
+        per_record = self.file["observables"][name]
+        out = np.full((len(axes["t_w"]), len(axes["tau"]), int(self.attrs["n_replicas"])), np.nan)
+        for i, wait in enumerate(axes["t_w"]):
+            for j, lag in enumerate(axes["tau"]):
+                k = np.searchsorted(steps, wait + lag)
+                if k < len(steps) and steps[k] == wait + lag:
+                    out[i, j] = per_record[k, :, i]
+        return out
 
     def observable_dims(self, name: str) -> tuple[str, ...]:
         return tuple(self.file["observables"][name].attrs["dims"].split(","))

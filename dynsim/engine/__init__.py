@@ -23,7 +23,8 @@ from ..spec import ConfigError
 from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
 from ..tasks import make_dataset
 from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
-from .schedule import record_steps
+from ..observables.representation import two_time_update
+from .schedule import schedule, two_time_grid
 
 # Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
 _CHUNK_WORK = 2e8
@@ -66,7 +67,10 @@ class Simulation:
         self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed)
         self.model_ints, self.model_floats = cfg.model.kernel_arrays()
         self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train, cfg.model.n_params)
-        self.record_steps = record_steps(cfg.run.steps, cfg.record.n_records, cfg.record.spacing)
+        self.waits, self.lags = two_time_grid(cfg.run.steps, cfg.record.two_time_waits, cfg.record.two_time_lags)
+        self.record_steps = schedule(cfg.run.steps, cfg.record.n_records, cfg.record.spacing, self.waits, self.lags)
+        self.fragility = (int(cfg.task.is_classification), cfg.record.fragility_max_step,
+                          cfg.record.fragility_margin)
         self.loss_code = LOSSES[cfg.training.loss]
         self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
         batch = cfg.training.effective_batch(cfg.task.n_train)
@@ -84,7 +88,15 @@ class Simulation:
 
     def measure(self, params, buffers):
         self.backend.measure(params, self.data, self.model_ints, self.model_floats, self.loss_code,
-                             self.config.training.eta, self.class_threshold, buffers)
+                             self.config.training.eta, self.class_threshold, buffers, fragility=self.fragility)
+
+    def two_time(self, step, host_params, snapshots, writer, buffers):
+        """At a record: take the snapshot if ``step`` is a waiting time, then C and Delta against all taken."""
+        hit = np.flatnonzero(self.waits == step)
+        if hit.size:
+            snapshots[hit[0]] = host_params
+            writer.write_snapshot(int(hit[0]), host_params)
+        two_time_update(host_params, snapshots, self.waits <= step, buffers["autocorrelation"], buffers["msd"])
 
     def run(self, path, *, overwrite=False, progress=None) -> RunResult:
         """Train from initialisation to ``run.steps`` and write ``path``."""
@@ -92,20 +104,22 @@ class Simulation:
         params = self.initial_params()
         writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
                            observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
-                           overwrite=overwrite, history=f"created by dynsim run at {_now()}")
+                           overwrite=overwrite, history=f"created by dynsim run at {_now()}",
+                           two_time=(self.waits, self.lags))
         failed_step = np.full(cfg.run.replicas, -1, dtype=np.int64)
+        snapshots = np.full((len(self.waits),) + params.shape, np.nan)
         try:
-            return self._loop(writer, params, failed_step, 0, 0, progress)
+            return self._loop(writer, params, failed_step, 0, 0, progress, snapshots)
         finally:
             writer.close()
 
-    def _loop(self, writer, params, failed_step, step, first_record, progress) -> RunResult:
+    def _loop(self, writer, params, failed_step, step, first_record, progress, snapshots) -> RunResult:
         """Advance from ``step`` through the record schedule from ``first_record`` on."""
         cfg = self.config
         time_step = cfg.training.time_step
         status = np.where(failed_step >= 0, STATUS_NONFINITE, STATUS_OK).astype(np.int8)
         buffers = allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0],
-                           self.data.x_source.shape[0])
+                           self.data.x_source.shape[0], cfg.model.width, len(self.waits))
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
         every = cfg.record.checkpoint_steps or cfg.run.steps + 1
@@ -134,6 +148,8 @@ class Simulation:
                         last_checkpoint = time.monotonic()
                     _check_stop()
                 self.measure(work, buffers)
+                if len(self.waits):
+                    self.two_time(step, host(), snapshots, writer, buffers)
                 writer.append(step, step * time_step, buffers)
                 if writer.block_full:
                     writer.checkpoint(step, host(), failed_step)
@@ -211,12 +227,17 @@ def resume(path, *, progress=None, expect_config=None) -> RunResult:
         tmp = path.with_name(path.name + ".resume-tmp")
         writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
                            backend=sim.backend.name, device=sim.backend.device, overwrite=True,
-                           history=f"{history}; resumed at step {ck['step']} at {_now()}")
+                           history=f"{history}; resumed at step {ck['step']} at {_now()}",
+                           two_time=(sim.waits, sim.lags))
+        snapshots = np.full((len(sim.waits),) + initial.shape, np.nan)
         try:
             for k0 in range(0, n_done, _COPY_RECORDS):
                 k1 = min(n_done, k0 + _COPY_RECORDS)
                 writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1],
                                      {n: reader.file["observables"][n][k0:k1] for n in config.observables})
+            for i in np.flatnonzero(sim.waits <= ck["step"]):
+                snapshots[i] = reader.file["two_time/theta_w"][i]
+                writer.write_snapshot(int(i), snapshots[i])
             writer.checkpoint(ck["step"], ck["params"], ck["replica_failed_step"])
         except BaseException:
             writer.close()
@@ -225,7 +246,8 @@ def resume(path, *, progress=None, expect_config=None) -> RunResult:
     os.replace(tmp, path)  # atomic: PATH is the old file or the complete copy, never a mixture
     writer.path = path
     try:
-        return sim._loop(writer, ck["params"].copy(), ck["replica_failed_step"].copy(), ck["step"], n_done, progress)
+        return sim._loop(writer, ck["params"].copy(), ck["replica_failed_step"].copy(), ck["step"], n_done, progress,
+                         snapshots)
     finally:
         writer.close()
 

@@ -62,5 +62,5 @@ class CpuBackend:
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         _advance(params, data.x_train, data.y_train, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
 
-    def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers):
-        measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers)
+    def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
+        measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility)

@@ -302,8 +302,10 @@ class CudaBackend:
         if dev_failed is not failed_step:
             dev_failed.copy_to_host(failed_step)
 
-    def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers):
-        """Fill the host ``buffers`` (from ``observables.allocate``) for every replica."""
+    def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=None):
+        """Fill the host ``buffers`` (from ``observables.allocate``) for every replica.
+
+        ``fragility`` is unused: the CPU-only observables it configures are refused for this backend."""
         dev_params, _ = self._device_params(params)
         replicas = dev_params.shape[0]
         dim, width = int(mi[MI_DIM]), int(mi[MI_WIDTH])

@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from ..losses import loss_derivative, loss_value
 from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
+from .representation import measure_representation, two_time_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,8 @@ class ObservableSpec:
     description: str
     classification_only: bool = False
     expensive: bool = False
+    cpu_only: bool = False      # computed by a CPU kernel only (the CUDA backend refuses it)
+    two_time: bool = False      # needs the two-time grid ([record] two_time_waits > 0)
 
 
 OBSERVABLE_SPECS = (
@@ -41,21 +44,49 @@ OBSERVABLE_SPECS = (
                    expensive=True),
     ObservableSpec("response_linear", ("source", "probe"), "output",
                    "first-order response -eta l'(x_s) Theta_t(x_p, x_s)", expensive=True),
+    # feature-space reduction: H [probe, unit] = hidden activations on the probes, centred over probes
+    ObservableSpec("feature_spectrum", ("rank",), "activation units",
+                   "singular values s_k of the probe-centred hidden representation H [probe, unit], descending "
+                   "(rank = min(n_probes, width))", cpu_only=True),
+    ObservableSpec("effective_rank", (), "units",
+                   "exp of the entropy of p_k = s_k / sum s (Roy & Vetterli 2007) of feature_spectrum", cpu_only=True),
+    ObservableSpec("participation_ratio", (), "units",
+                   "(sum lambda)^2 / sum lambda^2 of the feature covariance eigenvalues lambda_k = s_k^2 / n_probes "
+                   "(biased low when n_probes is small: at most n_probes - 1)", cpu_only=True),
+    # fragility on the probes
+    ObservableSpec("input_grad_norm", ("probe",), "output / input", "|d f / d x| at each probe", cpu_only=True),
+    ObservableSpec("flip_distance", ("probe",), "input units",
+                   "smallest step along the signed input gradient that flips the predicted class (classification) "
+                   "or moves f by record.fragility_margin (regression); +inf if none within record.fragility_max_step",
+                   cpu_only=True),
+    # two-time quantities against the snapshots theta(t_w), at every record t >= t_w
+    ObservableSpec("autocorrelation", ("wait",), "1",
+                   "C(t_w, t) = theta(t_w) . theta(t) / (|theta(t_w)| |theta(t)|); NaN before t_w", two_time=True),
+    ObservableSpec("msd", ("wait",), "parameter units^2",
+                   "Delta(t_w, t) = |theta(t) - theta(t_w)|^2 / n_params; NaN before t_w", two_time=True),
 )
 OBSERVABLES = {spec.name: spec for spec in OBSERVABLE_SPECS}
-DEFAULT_OBSERVABLES = tuple(OBSERVABLES)
+# recorded when a config names no observables; the CPU-only and two-time ones are asked for by name
+# (two-time ones are added automatically when the two-time grid is on)
+DEFAULT_OBSERVABLES = tuple(s.name for s in OBSERVABLE_SPECS if not (s.cpu_only or s.two_time))
+FEATURE_OBSERVABLES = ("feature_spectrum", "effective_rank", "participation_ratio")
+FRAGILITY_OBSERVABLES = ("input_grad_norm", "flip_distance")
+TWO_TIME_OBSERVABLES = tuple(s.name for s in OBSERVABLE_SPECS if s.two_time)
 
 
-def dim_sizes(n_probes: int, n_sources: int) -> dict[str, int]:
-    return {"probe": n_probes, "probe2": n_probes, "source": n_sources}
+def dim_sizes(n_probes: int, n_sources: int, width: int = 0, n_waits: int = 0) -> dict[str, int]:
+    return {"probe": n_probes, "probe2": n_probes, "source": n_sources, "rank": min(n_probes, width),
+            "wait": n_waits}
 
 
-def allocate(names, replicas: int, n_probes: int, n_sources: int) -> dict[str, np.ndarray]:
-    """Buffers for one record of every observable the kernel fills (unselected ones are empty)."""
-    sizes = dim_sizes(n_probes, n_sources)
+def allocate(names, replicas: int, n_probes: int, n_sources: int, width: int = 0,
+             n_waits: int = 0) -> dict[str, np.ndarray]:
+    """Buffers for one record of every observable the kernels fill (unselected ones are empty)."""
+    sizes = dim_sizes(n_probes, n_sources, width, n_waits)
     names = set(names)
-    if names & {"response", "response_linear"}:  # computed together by the kernel
-        names |= {"response", "response_linear"}
+    for group in ({"response", "response_linear"}, set(FEATURE_OBSERVABLES), set(FRAGILITY_OBSERVABLES)):
+        if names & group:  # computed together by the kernels
+            names |= group
     out = {}
     for spec in OBSERVABLE_SPECS:
         shape = tuple(sizes[d] if spec.name in names else 0 for d in spec.dims)
@@ -63,12 +94,20 @@ def allocate(names, replicas: int, n_probes: int, n_sources: int) -> dict[str, n
     return out
 
 
-def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers):
-    """Fill ``buffers`` (from ``allocate``) for every replica at the current parameters."""
+def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
+    """Fill ``buffers`` (from ``allocate``) for every replica at the current parameters.
+
+    ``fragility`` = (classification flag, max step, regression margin) for ``flip_distance``.
+    """
     _measure(params, data.x_train, data.y_train, data.x_test, data.y_test, data.x_probe, data.x_source,
              data.y_source, mi, mf, loss_code, eta, class_threshold,
              buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"], buffers["accuracy_test"],
              buffers["param_norm"], buffers["ntk"], buffers["response"], buffers["response_linear"])
+    if any(buffers[n].size for n in FEATURE_OBSERVABLES + FRAGILITY_OBSERVABLES):
+        classify, max_step, margin = fragility
+        measure_representation(params, data.x_probe, mi, mf, class_threshold, int(classify), float(max_step),
+                               float(margin), buffers["feature_spectrum"], buffers["effective_rank"],
+                               buffers["participation_ratio"], buffers["input_grad_norm"], buffers["flip_distance"])
 
 
 @njit(cache=True, error_model="numpy", inline="always")
