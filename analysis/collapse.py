@@ -152,6 +152,8 @@ def collapse_quality(t_w, tau, values, mu) -> float:
     The quality is the mean over all these overlap points of the squared difference, divided by the
     variance of all finite entries of ``values``: 0 is a perfect collapse, ~1 means the curves
     disagree as much as the data vary. Returns ``inf`` if no pair overlaps on at least 2 points.
+    Differences are on a linear scale, so for an observable spanning decades (an MSD) the largest
+    values dominate: pass its log to let every decade count.
 
     ``t_w``: [W] positive; ``tau``: [L] positive, strictly increasing; ``values``: [W, L], NaN where
     not measured; ``mu``: the aging exponent.
@@ -180,7 +182,7 @@ class CollapseFit:
     quality_at_zero: float              # at mu = 0 (no aging: curves vs tau alone), for contrast
     mu_grid: np.ndarray = dataclasses.field(compare=False)
     quality_curve: np.ndarray = dataclasses.field(compare=False)  # quality of the ensemble mean on mu_grid
-    confidence: float = 0.95
+    confidence: float
 
     def summary(self) -> str:
         lo, hi = self.mu_ci
