@@ -63,7 +63,7 @@ def _window_text(window: tuple[float, float]) -> str:
 # validation
 
 
-def _as_times(t) -> np.ndarray:
+def _as_times(t, require_positive=True) -> np.ndarray:
     t = np.asarray(t, dtype=float)
     if t.ndim != 1:
         raise ValueError(f"t must be a 1-D array of times, got shape {t.shape}; pass one time per column of y")
@@ -71,7 +71,7 @@ def _as_times(t) -> np.ndarray:
         raise ValueError("t is empty; pass at least 3 positive times")
     if not np.all(np.isfinite(t)):
         raise ValueError("t contains NaN or inf; drop those times (and the matching columns of y)")
-    if np.any(t <= 0):
+    if require_positive and np.any(t <= 0):
         raise ValueError(f"t must be positive (the fit is in log t), got min(t) = {t.min():g}; "
                          "drop t <= 0 (e.g. the initial record at step 0) or shift the time origin")
     if np.any(np.diff(t) <= 0):
@@ -109,10 +109,14 @@ def _prepare(t, y, window):
     Time points with no finite value and replicas with no finite value in the window are dropped:
     they carry no information, and an all-NaN replica would only dilute the bootstrap.
     """
-    t = _as_times(t)
+    # times <= 0 (the record at step 0) may lie outside an explicit window
+    t = _as_times(t, require_positive=window is None)
     y = _as_replicas(y, t.size)
     inside = _window_mask(t, window)
     t, y = t[inside], y[:, inside]
+    if np.any(t <= 0):
+        raise ValueError(f"t must be positive inside the window (the fit is in log t), got min(t) = {t.min():g}; "
+                         "start the window above 0")
     finite = np.isfinite(y)
     if not finite.any():
         where = f" inside window={window!r}" if window is not None else ""

@@ -7,6 +7,7 @@ spans decades. Fit windows are explicit: by default the last two decades of reco
 """
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,13 @@ class RunSummary:
     label: str
     lines: list
     numbers: dict
+
+
+def _nanmean(values, axis):
+    """Mean ignoring NaN; all-NaN slices (a probe that never flips, a pair not reached yet) give NaN quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
 
 
 def default_window(t: np.ndarray) -> tuple[float, float]:
@@ -144,13 +152,13 @@ def summarise_run(path, out_dir: Path, window=None) -> RunSummary:
             finite = np.where(np.isfinite(flip), flip, np.nan)
             numbers["input_grad_norm_final"] = float(np.nanmean(gn[-1]))
             numbers["flip_fraction_final"] = float(np.mean(np.isfinite(flip[-1])))
-            numbers["flip_distance_final"] = float(np.nanmean(finite[-1])) if np.any(np.isfinite(flip[-1])) else math.inf
+            numbers["flip_distance_final"] = float(_nanmean(finite[-1], None)) if np.any(np.isfinite(flip[-1])) else math.inf
             lines.append(f"- fragility at the end: mean |df/dx| {numbers['input_grad_norm_final']:.4g}; "
                          f"{100 * numbers['flip_fraction_final']:.0f}% of probes flip within the search range, "
                          f"at mean distance {numbers['flip_distance_final']:.4g}")
             fig, ax = plt.subplots(figsize=(5, 3.6))
             _band_plot(ax, t, gn, "|df/dx| (probe mean)")
-            _band_plot(ax, t, np.nanmean(finite, axis=2), "flip distance (finite, probe mean)")
+            _band_plot(ax, t, _nanmean(finite, axis=2), "flip distance (finite, probe mean)")
             ax.set(xscale="log", xlabel="t", title="fragility")
             ax.legend()
             figures.append(_save(fig, out_dir / f"{stem}_fragility.png"))
@@ -171,7 +179,7 @@ def _two_time_section(plt, rd, stem, out_dir):
     lines, numbers, figures = [], {}, []
     for name, ylabel in (("autocorrelation", "C(t_w, t_w + tau)"), ("msd", "Delta(t_w, t_w + tau)")):
         values = rd.two_time(name)
-        mean = np.nanmean(values, axis=2)
+        mean = _nanmean(values, axis=2)
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
         for i in range(len(t_w)):
             ax.plot(tau, mean[i], marker=".", label=f"t_w = {t_w[i]:g}")

@@ -33,7 +33,8 @@ def _run(tmp_path, name, *, replicas, steps, model=None, record=None, training=N
 
 def test_lazy_regime_kernel_stays_at_its_initial_value_closer_the_wider(tmp_path):
     """Result 1. NTK scaling, GD, eta = 0.5 to t = 1000: the relative change of the tangent kernel
-    is ~1/sqrt(width) (measured 6.4% at N = 64, 0.8% at N = 1024 with 16 replicas)."""
+    |Theta_t - Theta_0|_F / |Theta_0|_F falls with the width at least like 1/sqrt(N) (which predicts
+    a factor 4 for 16 x the width; measured 20% at N = 64 and 2.0% at N = 1024, a factor 10)."""
     change = {}
     for width in (64, 1024):
         path = _run(tmp_path, "lazy_ntk", replicas=8, steps=2000, model=dict(width=width),
@@ -42,8 +43,8 @@ def test_lazy_regime_kernel_stays_at_its_initial_value_closer_the_wider(tmp_path
             loss = rd.observable("loss_train")
             change[width] = float(np.mean(q.relative_kernel_change(rd)[1][-1]))
         assert np.mean(loss[-1]) < np.mean(loss[0]) / 3  # it did learn
-    assert change[1024] < 0.02, change
-    assert change[64] / change[1024] > 3.0, change  # 1/sqrt(N) predicts 4
+    assert change[1024] < 0.03, change
+    assert change[64] / change[1024] > 4.0, change
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,33 @@ def test_response_kernel_shape_depends_on_the_activation(aging_runs):
         curvature[name] = float(np.max(second) / np.max(np.abs(slopes)))
     assert curvature["aging_linear"] < 1e-6, curvature
     assert curvature["aging_tanh"] > 1e-2, curvature
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # records where no probe flips
+def test_sgd_reduces_the_feature_space_relative_to_gd_at_equal_loss(tmp_path):
+    """Result 4, reduced: 16 replicas to t = 3000 (full size in docs/results.md).
+
+    At equal training loss (0.05 and 0.03) SGD's hidden representation has a clearly lower
+    effective rank than GD's (full size: 5.3 vs 7.0 and 5.1 vs 7.1). Fragility, measured three
+    ways, is mixed rather than the paper's "more fragile": among the probes whose class can be
+    flipped within the search range, SGD's flips are closer (full size 0.16 vs 0.26 input units),
+    but fewer of its probes can be flipped at all (0.64 vs 0.94) and its input gradients are no
+    larger (3.0 vs 3.2). The test holds the two directions measured, with margins."""
+    levels = [0.05, 0.03]
+    out = {}
+    for method in ("sgd", "gd"):
+        path = _run(tmp_path, f"features_{method}", replicas=16, steps=30_000)
+        with RunReader(path) as rd:
+            loss = rd.observable("loss_train")
+            flip = rd.observable("flip_distance")
+            finite_flip = np.nanmean(np.where(np.isfinite(flip), flip, np.nan), axis=2)
+            out[method] = {
+                "erank": q.at_equal_loss(loss, rd.observable("effective_rank"), levels),
+                "grad": q.at_equal_loss(loss, np.nanmean(rd.observable("input_grad_norm"), axis=2), levels),
+                "flip": q.at_equal_loss(loss, finite_flip, levels),
+            }
+    sgd, gd = out["sgd"], out["gd"]
+    assert np.all(np.isfinite(sgd["erank"])) and np.all(np.isfinite(gd["erank"])), out
+    assert np.all(sgd["erank"] < gd["erank"] - 1.0), out
+    assert np.all(sgd["flip"] < 0.8 * gd["flip"]), out
+    assert np.all(sgd["grad"] < 1.05 * gd["grad"]), out
