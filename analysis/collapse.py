@@ -184,12 +184,33 @@ class CollapseFit:
     quality_curve: np.ndarray = dataclasses.field(compare=False)  # quality of the ensemble mean on mu_grid
     confidence: float
 
+    @property
+    def mu_flat_range(self) -> tuple[float, float]:
+        """The contiguous range of grid mu around the minimum where the quality is within 10% of it.
+
+        The bootstrap interval measures sampling noise only; the minimum is often shallow (and the
+        quality only piecewise smooth in mu), so this range is the honest systematic uncertainty.
+        """
+        curve = np.asarray(self.quality_curve)
+        if not np.isfinite(curve).any():
+            return (math.nan, math.nan)
+        k = int(np.nanargmin(curve))
+        limit = 1.1 * max(min(curve[k], self.quality), 0.0)
+        lo = k
+        while lo > 0 and curve[lo - 1] <= limit:
+            lo -= 1
+        hi = k
+        while hi < curve.size - 1 and curve[hi + 1] <= limit:
+            hi += 1
+        return (float(self.mu_grid[lo]), float(self.mu_grid[hi]))
+
     def summary(self) -> str:
         lo, hi = self.mu_ci
         ci = ("no CI (single replica)" if math.isnan(lo)
               else f"[{lo:.3f}, {hi:.3f}] ({self.confidence * 100:g}% CI)")
-        return (f"mu = {self.mu:.3f} {ci}; collapse quality {self.quality:.3g} "
-                f"vs {self.quality_at_zero:.3g} at mu = 0 (no aging)")
+        flat = self.mu_flat_range
+        return (f"mu = {self.mu:.3f} {ci}, quality within 10% of its minimum for mu in [{flat[0]:.2f}, {flat[1]:.2f}]; "
+                f"collapse quality {self.quality:.3g} vs {self.quality_at_zero:.3g} at mu = 0 (no aging)")
 
 
 def _quality_grid(log_tw, log_tau, mask, flat_values, variance, mu_grid) -> np.ndarray:

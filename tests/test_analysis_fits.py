@@ -250,6 +250,11 @@ def test_best_collapse_recovers_sub_aging_exponent():
     assert fit.quality <= fit.quality_curve.min() + 1e-15  # refinement never worse than the grid
     assert fit.mu_grid.shape == fit.quality_curve.shape == (201,)
     assert fit.summary().startswith(f"mu = {fit.mu:.3f} [{lo:.3f}, {hi:.3f}] (95% CI)")
+    # the flat range (quality within 10% of the minimum) holds the truth and is a proper interval
+    flat = fit.mu_flat_range
+    assert flat[0] <= 0.8 <= flat[1] and flat[1] - flat[0] < 0.3
+    inside = (fit.mu_grid >= flat[0]) & (fit.mu_grid <= flat[1])
+    assert np.all(fit.quality_curve[inside] <= 1.1 * fit.quality_curve.min() + 1e-15)
 
 
 def test_best_collapse_simple_aging_with_unmeasured_pairs():

@@ -107,7 +107,7 @@ def test_sgd_reduces_the_feature_space_relative_to_gd_at_equal_loss(tmp_path):
     At equal training loss (0.05 and 0.03) SGD's hidden representation has a clearly lower
     effective rank than GD's (full size: 5.3 vs 7.0 and 5.1 vs 7.1). Fragility, measured three
     ways, is mixed rather than the paper's "more fragile": among the probes whose class can be
-    flipped within the search range, SGD's flips are closer (full size 0.16 vs 0.26 input units),
+    flipped within the search range, SGD's flips are closer (full size 0.16 vs 0.26 input units at loss 0.05),
     but fewer of its probes can be flipped at all (0.64 vs 0.94) and its input gradients are no
     larger (3.0 vs 3.2). The test holds the two directions measured, with margins."""
     levels = [0.05, 0.03]
