@@ -12,7 +12,12 @@ Layout (format_version 1)::
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
     /time/step, /time/t     [record]; t = step * time_step (eta, or the sde trainer's dt)
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
-                            dimension scales /observables/{record,replica,probe,probe2,source}
+                            dimension scales /observables/{record,replica,probe,probe2,source,rank,wait}
+    /two_time/t_w, tau      [t_w], [tau] in steps (t_w_time, tau_time: in t); only with record.two_time_waits > 0
+    /two_time/theta_w       [t_w, replica, n_params]: theta at each waiting time (written when reached)
+    /two_time/autocorrelation, msd   [t_w, tau, replica] (filled at the end; RunReader.two_time reads
+                            them from the records while the run is going)
+    /two_time/ntk, response, response_linear   [t_w, replica, ...]: their records at t = t_w
     /params/initial         [replica, n_params]
     /params/final           [replica, n_params] (NaN until the run ends)
     /checkpoint/params      [2, replica, n_params]  two slots, written alternately
@@ -233,6 +238,15 @@ class RunWriter:
         snap = g.create_dataset("theta_w", shape=(nw, r, p), dtype=np.float64, fillvalue=np.nan,
                                 chunks=(1, r, p) if r * p else None)
         snap.attrs["description"] = "parameters at each waiting time (written when t_w is reached)"
+        # the kernel and the response at each waiting time (copies of their records at t = t_w)
+        for name in ("ntk", "response", "response_linear"):
+            if name in self.observables:
+                spec = OBSERVABLES[name]
+                inner = tuple(self._sizes[d] for d in spec.dims)
+                ds = g.create_dataset(name, shape=(nw, r) + inner, dtype=np.float64, fillvalue=np.nan)
+                ds.attrs.update(dict(units=spec.units, description=spec.description + " at t = t_w",
+                                     dims=",".join(("t_w", "replica") + spec.dims)))
+                ds.dims[0].attach_scale(g["t_w"])
         for name in ("autocorrelation", "msd"):
             spec = OBSERVABLES[name]
             ds = g.create_dataset(name, shape=(nw, nl, r), dtype=np.float64, fillvalue=np.nan)
@@ -257,6 +271,12 @@ class RunWriter:
                     if k < len(steps) and steps[k] == wait + lag:
                         out[i, j] = per_record[k, :, i]
             self.file["two_time"][name][...] = out
+        for name in ("ntk", "response", "response_linear"):
+            if name in self.file["two_time"]:
+                for i, wait in enumerate(self.waits):
+                    k = np.searchsorted(steps, wait)
+                    if k < len(steps) and steps[k] == wait:
+                        self.file["two_time"][name][i] = self.file["observables"][name][k]
 
     # -- appending ----------------------------------------------------------------------------
     def append(self, step: int, t: float, buffers: dict):

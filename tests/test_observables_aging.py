@@ -13,7 +13,7 @@ from dynsim.store import RunReader
 from conftest import FLOAT_RTOL, assert_same_run, small_config
 from numpy_reference import forward_and_gradients, unpack
 
-ALL_NEW = ["loss_train", "feature_spectrum", "effective_rank", "participation_ratio", "input_grad_norm",
+ALL_NEW = ["loss_train", "ntk", "response", "feature_spectrum", "effective_rank", "participation_ratio", "input_grad_norm",
            "flip_distance"]
 
 
@@ -121,10 +121,16 @@ def test_two_time_observables_match_the_stored_snapshots(run_file):
         M = rd.observable("msd")
         grid = rd.two_time("autocorrelation")
         stored = rd.dataset("two_time/autocorrelation")
+        ntk_w = rd.dataset("two_time/ntk")
+        ntk = rd.observable("ntk")
+        response_w = rd.dataset("two_time/response")
+        response = rd.observable("response")
     waits = axes["t_w"]
     np.testing.assert_array_equal(grid, stored)  # the reader's view of the records = the array written at the end
     for i, wait in enumerate(waits):
         k = int(np.flatnonzero(steps == wait)[0])
+        np.testing.assert_array_equal(ntk_w[i], ntk[k])
+        np.testing.assert_array_equal(response_w[i], response[k])
         np.testing.assert_allclose(C[k, :, i], 1.0, rtol=1e-14)
         assert np.all(M[k, :, i] == 0.0)
         assert np.all(np.isnan(C[:k, :, i]))
