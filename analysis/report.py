@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dynsim.store import RunReader
+from dynsim.sweep import SWEEP_FORMAT, sweep_points
 
 from . import quantities as q
 from .collapse import best_collapse
@@ -253,12 +254,93 @@ def compare_runs(plt, summaries, readers_paths, out_dir):
     return lines, [path]
 
 
+def _is_sweep(path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == SWEEP_FORMAT
+    except OSError:
+        return False  # RunReader gives the clear error
+
+
+def sweep_table(path, window=None) -> tuple[list[str], list[dict]]:
+    """Per point of a merged sweep file: its axis values, final loss and fitted exponents."""
+    rows = []
+    points = sweep_points(path)
+    axes = list(points[0][1]) if points else []
+    for group, values in points:
+        with RunReader(path, group=group) as rd:
+            t = rd.times
+            win = tuple(window) if window is not None else default_window(t)
+            row = dict(values)
+            row["final_loss"] = float(np.nanmean(rd.observable("loss_train")[-1]))
+            for label, fn, needs in (("response_exponent", q.response_amplitude, "response"),
+                                     ("kernel_exponent", q.kernel_amplitude, "ntk")):
+                row[label] = math.nan
+                if needs in rd.observable_names and ((t >= win[0]) & (t <= win[1]) & (t > 0)).sum() >= 3:
+                    _, amp = fn(rd)
+                    try:
+                        row[label] = fit_power_law(t, np.where(amp > 0, amp, np.nan).T, window=win).exponent
+                    except ValueError:
+                        pass
+            if "effective_rank" in rd.observable_names:
+                row["effective_rank"] = float(np.nanmean(rd.observable("effective_rank")[-1]))
+        rows.append(row)
+    return axes, rows
+
+
+def _sweep_section(plt, path, out_dir, window):
+    axes, rows = sweep_table(path, window)
+    stem = Path(path).stem
+    lines = [f"## sweep {stem}: {len(rows)} completed points over {', '.join(axes)}", ""]
+    columns = axes + [c for c in ("final_loss", "response_exponent", "kernel_exponent", "effective_rank")
+                      if any(c in r for r in rows)]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r.get(c, math.nan):.4g}" if isinstance(r.get(c), float)
+                                       else str(r.get(c)) for c in columns) + " |")
+    figures = []
+    if len(axes) >= 2 and rows:
+        a0, a1 = axes[0], axes[1]
+        v0 = sorted({r[a0] for r in rows})
+        v1 = sorted({r[a1] for r in rows})
+        for quantity in ("final_loss", "response_exponent"):
+            grid = np.full((len(v1), len(v0)), np.nan)
+            for i, y in enumerate(v1):
+                for j, x in enumerate(v0):
+                    vals = [r[quantity] for r in rows if r[a0] == x and r[a1] == y and np.isfinite(r[quantity])]
+                    if vals:
+                        grid[i, j] = np.mean(vals)  # averaged over the other axes (e.g. seeds)
+            if not np.isfinite(grid).any():
+                continue
+            fig, ax = plt.subplots(figsize=(5, 4))
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_xticks(range(len(v0)), [f"{v:g}" if isinstance(v, float) else str(v) for v in v0])
+            ax.set_yticks(range(len(v1)), [f"{v:g}" if isinstance(v, float) else str(v) for v in v1])
+            ax.set(xlabel=a0, ylabel=a1, title=f"{quantity} (mean over other axes)")
+            fig.colorbar(im, ax=ax)
+            figures.append(_save(fig, out_dir / f"{stem}_{quantity}_map.png"))
+    lines.append("")
+    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
+    lines.append("")
+    return lines
+
+
 def write_report(paths, out_dir, *, window=None) -> Path:
-    """Write figures and ``report.md`` for ``paths`` into ``out_dir``; returns the markdown path."""
+    """Write figures and ``report.md`` for ``paths`` into ``out_dir``; returns the markdown path.
+
+    A merged sweep file (``dynsim sweep``) gets a table of its points and heat maps of the final
+    loss and the fitted response exponent over its first two axes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweeps = [p for p in paths if _is_sweep(p)]
+    paths = [p for p in paths if p not in sweeps]
     summaries = [summarise_run(p, out_dir, window) for p in paths]
     text = ["# dynsim analysis report", ""]
+    for p in sweeps:
+        text += _sweep_section(_plt(), p, out_dir, window)
     for s in summaries:
         text += s.lines
     if len(summaries) > 1:

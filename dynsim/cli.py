@@ -1,4 +1,4 @@
-"""Command line: ``dynsim run | resume | info | derive | config-keys``.
+"""Command line: ``dynsim run | resume | info | sweep | derive | config-keys``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
 3 the run diverged, 130 interrupted.
@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
     sub.add_parser("config-keys", help="list every config key with its default and allowed values")
+    w = sub.add_parser("sweep", help="run a parameter sweep on dask.distributed (local cluster by default)")
+    w.add_argument("sweep", help="sweep TOML file: base config plus axes")
+    w.add_argument("-o", "--output", help="directory for the points (default: from the sweep file); "
+                                          "the merged file is OUTPUT.h5")
+    w.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    w.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per core)")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     from .theory.cli import register as register_derive
 
     register_derive(sub)
@@ -87,6 +94,25 @@ def _cmd_derive(args) -> int:
     return run_derive(args)
 
 
+def _cmd_sweep(args) -> int:
+    import dataclasses
+
+    from .sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep, output=args.output, scheduler=args.scheduler)
+    if args.workers:
+        sweep = dataclasses.replace(sweep, workers=args.workers)
+    status = run_sweep(sweep, progress=False if args.quiet else None)
+    failed = {i: s for i, s in status.items() if s["code"] != "completed"}
+    done = len(status) - len(failed)
+    where = f"{sweep.merged_path} and {sweep.output}/" if sweep.merge else f"{sweep.output}/"
+    print(f"dynsim sweep: {done}/{len(sweep.points)} points completed; wrote {where} (index.json lists them)",
+          file=sys.stderr if failed else sys.stdout)
+    for i, s in sorted(failed.items()):
+        print(f"  point {i:04d} {s['code']}: {s['message']}", file=sys.stderr)
+    return EXIT_OK if not failed else EXIT_ERROR
+
+
 def _cmd_config_keys(args) -> int:
     import dataclasses
 
@@ -107,7 +133,7 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys,
-                "derive": _cmd_derive}
+                "derive": _cmd_derive, "sweep": _cmd_sweep}
     try:
         return handlers[args.command](args)
     except (ConfigError, StoreError) as exc:

@@ -402,24 +402,28 @@ class RunReader:
     records appended after the last commit are ignored.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, group: str | None = None):
+        """``group``: a run stored as a group of a larger file (a point of a merged sweep file)."""
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such file")
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a dynsim HDF5 file")
         try:
-            self.file = _open_for_reading(self.path)
+            self._h5 = _open_for_reading(self.path)
         except OSError as exc:
             kind = "empty" if self.path.stat().st_size == 0 else "not an HDF5 file, or truncated"
             raise StoreError(f"{self.path}: cannot open as HDF5 ({kind}): {exc}") from None
         try:
+            if group is not None and group not in self._h5:
+                raise StoreError(f"{self.path} has no group '/{group}'")
+            self.file = self._h5 if group is None else self._h5[group]
             self._validate()
         except StoreError:
-            self.file.close()
+            self._h5.close()
             raise
         except (OSError, KeyError, ValueError) as exc:  # damaged internals: name the file, not h5py
-            self.file.close()
+            self._h5.close()
             raise StoreError(f"{self.path} is damaged or incomplete: {exc}") from None
 
     def _validate(self):
@@ -436,7 +440,7 @@ class RunReader:
         self.n_records = int(self.file["status/n_records"][()])
 
     def close(self):
-        self.file.close()
+        self._h5.close()
 
     def __enter__(self):
         return self

@@ -1,0 +1,178 @@
+"""Sweeps on a real dask.distributed LocalCluster (worker processes): the merged file equals the
+points run one by one, a killed worker loses nothing, reruns skip finished points, bad axes fail
+before any task starts."""
+import os
+import signal
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from dynsim.engine import Simulation
+from dynsim.spec import ConfigError
+from dynsim.store import RunReader
+from dynsim.sweep import load_sweep, run_sweep, sweep_points
+
+from conftest import run_cli, small_config, write_config
+
+pytest.importorskip("distributed")
+
+
+def _write_sweep(tmp_path, axes_toml, steps=600, extra=""):
+    write_config(tmp_path / "base.toml", small_config(run=dict(steps=steps, replicas=4),
+                                                      record=dict(n_records=10)))
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'base = "base.toml"\noutput = "out"\n{extra}\n[axes]\n{axes_toml}\n')
+    return path
+
+
+def _group_datasets(path, group=None):
+    out = {}
+    with h5py.File(path, "r") as f:
+        root = f if group is None else f[group]
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not name.startswith("checkpoint/"):
+                out[name] = obj[()]
+        root.visititems(visit)
+        attrs = {k: str(v) for k, v in root.attrs.items() if k not in ("created", "history")}
+    return out, attrs
+
+
+def _assert_point_equals_file(merged, group, reference):
+    got, got_attrs = _group_datasets(merged, group)
+    want, want_attrs = _group_datasets(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        a, b = np.asarray(got[name]), np.asarray(want[name])
+        assert a.shape == b.shape and a.tobytes() == b.tobytes(), f"{group}/{name} differs"
+    assert got_attrs == want_attrs
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_grid_sweep_merged_file_equals_points_run_one_by_one(tmp_path, cluster_client):
+    path = _write_sweep(tmp_path, '"training.eta" = [0.02, 0.05]\n"training.batch_size" = [1, 3]\n"run.seed" = [1, 2]')
+    sweep = load_sweep(path)
+    assert len(sweep.points) == 8 and sweep.axes == ("training.eta", "training.batch_size", "run.seed")
+    status = run_sweep(sweep, client=cluster_client, progress=False)
+    assert all(s["code"] == "completed" for s in status.values()), status
+    stored = sweep_points(sweep.merged_path)
+    assert len(stored) == 8
+    for (group, values), point in zip(stored, sweep.points):
+        assert values == pytest.approx(point.values)
+        reference = tmp_path / f"ref-{point.name}.h5"
+        if point.index == 0:  # one of them through the command line, as a user would
+            cfg = write_config(tmp_path / "p0.toml", point.config)
+            run_cli("run", cfg, "-o", reference, "-q", check=True)
+        else:
+            assert Simulation(point.config).run(reference, progress=False).ok
+        _assert_point_equals_file(sweep.merged_path, group, reference)
+        with RunReader(sweep.merged_path, group=group) as rd:  # analysis reads points in place
+            assert rd.config().training.eta == values["training.eta"]
+    # a rerun skips every finished point
+    again = run_sweep(sweep, client=cluster_client, progress=False)
+    assert all("skipped" in s["message"] for s in again.values())
+
+
+def test_killed_worker_point_is_retried_and_resumed_bit_identically(tmp_path, cluster_client):
+    path = _write_sweep(tmp_path, '"run.seed" = [1, 2, 3, 4]', steps=40_000, extra="retries = 3")
+    sweep = load_sweep(path)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(run_sweep(sweep, client=cluster_client, progress=False)))
+    thread.start()
+    # wait until a point's file has a committed checkpoint past step 0, then SIGKILL a worker process
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and not killed:
+        for p in sweep.points:
+            f = sweep.point_path(p)
+            if not f.exists():
+                continue
+            try:
+                with RunReader(f) as rd:
+                    running = rd.status["code"] == "running" and rd.checkpoint["step"] > 0
+            except Exception:  # noqa: BLE001 - the file may be mid-creation
+                running = False
+            if running:
+                pids = cluster_client.run(os.getpid)
+                os.kill(next(iter(pids.values())), signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.05)
+    assert killed, "no point got under way within 120 s"
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    assert all(s["code"] == "completed" for s in result.values()), result
+    assert any("resumed" in s["message"] for s in result.values()), result
+    for group, values in sweep_points(sweep.merged_path):
+        point = sweep.points[int(group.split("/")[1])]
+        reference = tmp_path / f"ref-{point.name}.h5"
+        assert Simulation(point.config).run(reference, progress=False).ok
+        _assert_point_equals_file(sweep.merged_path, group, reference)
+
+
+def test_failing_point_is_retried_then_recorded_and_the_others_finish(tmp_path, cluster_client):
+    # the sde trainer is refused by the CUDA backend when the run starts (not at config validation)
+    write_config(tmp_path / "sde.toml", small_config(run=dict(steps=200, replicas=2),
+                                                     training=dict(method="sde", noise="none", batch_size=None)))
+    path = tmp_path / "sweep.toml"
+    path.write_text('base = "sde.toml"\noutput = "out"\nretries = 1\n[axes]\n"run.backend" = ["cpu", "cuda"]\n')
+    sweep = load_sweep(path)
+    status = run_sweep(sweep, client=cluster_client, progress=False)
+    assert status[0]["code"] == "completed"
+    assert status[1]["code"] == "failed" and "CPU backend only" in status[1]["message"]
+    with h5py.File(sweep.merged_path, "r") as f:
+        assert [s.decode() for s in f["sweep/status"][:]] == ["completed", "failed"]
+        assert "points/0000" in f and "points/0001" not in f
+    import json
+
+    index = json.loads(sweep.index_path.read_text())
+    assert [p["code"] for p in index["points"]] == ["completed", "failed"]
+
+
+@pytest.mark.parametrize("axes,field,fragment", [
+    ('"training.etaa" = [0.1]', "training.etaa", "unknown"),
+    ('"training.eta" = []', "sweep.axes.training.eta", "non-empty list"),
+    ('"training.eta" = ["fast"]', "training.eta", "point 0"),
+    ('"training.eta" = [-1.0]', "training.eta", "point 0"),
+    ('"eta" = [0.1]', "sweep.axes.eta", "section.key"),
+])
+def test_bad_axis_is_one_clear_error_before_any_task(tmp_path, axes, field, fragment):
+    path = _write_sweep(tmp_path, axes)
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert err.value.field == field and fragment in str(err.value), str(err.value)
+    proc = run_cli("sweep", path)
+    assert proc.returncode == 2 and proc.stderr.startswith("dynsim: error:") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_analysis_report_on_a_sweep_file_maps_the_fitted_exponent(tmp_path, cluster_client):
+    from analysis.report import sweep_table, write_report
+    from analysis.fits import fit_power_law
+    from analysis import quantities as q
+
+    path = _write_sweep(tmp_path, '"training.eta" = [0.03, 0.1]\n"training.batch_size" = [1, 4]', steps=3000)
+    sweep = load_sweep(path)
+    run_sweep(sweep, client=cluster_client, progress=False)
+    axes, rows = sweep_table(sweep.merged_path, window=(1.0, 300.0))
+    assert axes == ["training.eta", "training.batch_size"] and len(rows) == 4
+    group, _ = sweep_points(sweep.merged_path)[3]
+    with RunReader(sweep.merged_path, group=group) as rd:  # the table's exponent is the fit of that point
+        t, amp = q.response_amplitude(rd)
+    assert rows[3]["response_exponent"] == pytest.approx(fit_power_law(t, amp.T, window=(1.0, 300.0)).exponent)
+    md = write_report([sweep.merged_path], tmp_path / "rep", window=(1.0, 300.0))
+    assert (tmp_path / "rep" / "out_response_exponent_map.png").exists()
+    assert "| training.eta | training.batch_size |" in md.read_text()
