@@ -176,3 +176,12 @@ def test_analysis_report_on_a_sweep_file_maps_the_fitted_exponent(tmp_path, clus
     md = write_report([sweep.merged_path], tmp_path / "rep", window=(1.0, 300.0))
     assert (tmp_path / "rep" / "out_response_exponent_map.png").exists()
     assert "| training.eta | training.batch_size |" in md.read_text()
+
+
+def test_shipped_sweep_config_validates():
+    from pathlib import Path
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "data" / "configs" / "sweep_lr_batch.toml")
+    assert len(sweep.points) == 18
+    assert {p.config.training.eta for p in sweep.points} == {0.02, 0.05, 0.1}
+    assert sweep.merged_path.name == "lr_batch.h5"
