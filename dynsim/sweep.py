@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import tomllib
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,10 @@ def run_sweep(sweep: Sweep, *, progress=None, client=None) -> dict:
         futures = {}
         for p in sweep.points:
             fut = client.submit(run_point, p.config.to_toml(), str(sweep.point_path(p)), threads,
-                                key=f"dynsim-point-{sweep.output.name}-{p.name}", retries=sweep.retries, pure=False)
+                                # unique per submission: a Dask client hands back a finished task's
+                                # result for a key it has seen, even if that point's file is gone
+                                key=f"dynsim-point-{p.name}-{uuid.uuid4().hex[:12]}", retries=sweep.retries,
+                                pure=False)
             futures[fut] = p
         _write_index(sweep, status)
         enabled = sys.stderr.isatty() if progress is None else bool(progress)

@@ -65,29 +65,36 @@ def replace(config: Config, **sections) -> Config:
                                           for name, values in sections.items()})
 
 
-def file_datasets(path, skip_prefix="checkpoint/"):
-    """Every dataset of a run file as {name: array} (the checkpoint slots, whose fill order depends on
-    the run's history, skipped), and the root attributes that carry no timestamp."""
+def file_datasets(path, skip_prefix="checkpoint/", group=None):
+    """Every dataset of a run file (or of a run stored as ``group`` of a merged sweep file) as
+    {name: array} (the checkpoint slots, whose fill order depends on the run's history, skipped),
+    and the root attributes that carry no timestamp."""
     out = {}
     with h5py.File(path, "r") as f:
+        root = f if group is None else f[group]
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and not name.startswith(skip_prefix):
                 out[name] = obj[()]
-        f.visititems(visit)
-        attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("created", "history")}
+        root.visititems(visit)
+        attrs = {k: str(v) for k, v in root.attrs.items() if k not in ("created", "history")}
     return out, attrs
+
+
+def assert_same_datasets(a, b):
+    """Two ``file_datasets`` results are bit-identical."""
+    (ca, aa), (cb, ab) = a, b
+    assert ca.keys() == cb.keys()
+    for name in ca:
+        va, vb = np.asarray(ca[name]), np.asarray(cb[name])
+        assert va.shape == vb.shape and va.tobytes() == vb.tobytes(), f"{name} differs"
+    assert aa == ab
 
 
 def assert_same_run(a, b):
     """Two run files hold bit-identical data (every dataset, the active checkpoint, stable attributes)."""
     from dynsim.store import RunReader
 
-    ca, aa = file_datasets(a)
-    cb, ab = file_datasets(b)
-    assert ca.keys() == cb.keys()
-    for name in ca:
-        va, vb = np.asarray(ca[name]), np.asarray(cb[name])
-        assert va.shape == vb.shape and va.tobytes() == vb.tobytes(), f"{name} differs"
-    assert aa == ab
+    assert_same_datasets(file_datasets(a), file_datasets(b))
     with RunReader(a) as ra, RunReader(b) as rb:
         assert ra.checkpoint["params"].tobytes() == rb.checkpoint["params"].tobytes()

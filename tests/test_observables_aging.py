@@ -38,14 +38,16 @@ def _hidden(theta, x, attrs):
     return act(x @ W.T + (0.0 if b is None else b))
 
 
+def _final_state(path, *observables):
+    """(final parameters, model attributes, probes, last record of each observable) of a run file."""
+    with RunReader(path) as rd:
+        return (rd.dataset("params/final"), rd.model_attrs, rd.dataset("probes/x"),
+                *(rd.observable(name)[-1] for name in observables))
+
+
 def test_feature_spectrum_effective_rank_and_participation_ratio_match_numpy_svd(run_file):
-    with RunReader(run_file) as rd:
-        theta = rd.dataset("params/final")
-        attrs = rd.model_attrs
-        x_probe = rd.dataset("probes/x")
-        spectrum = rd.observable("feature_spectrum")[-1]
-        erank = rd.observable("effective_rank")[-1]
-        pratio = rd.observable("participation_ratio")[-1]
+    theta, attrs, x_probe, spectrum, erank, pratio = _final_state(
+        run_file, "feature_spectrum", "effective_rank", "participation_ratio")
     for r in range(theta.shape[0]):
         H = _hidden(theta[r], x_probe, attrs)
         s = np.linalg.svd(H - H.mean(axis=0), compute_uv=False)
@@ -60,11 +62,7 @@ def test_feature_spectrum_effective_rank_and_participation_ratio_match_numpy_svd
 
 
 def test_input_gradient_norm_matches_finite_differences(run_file):
-    with RunReader(run_file) as rd:
-        theta = rd.dataset("params/final")
-        attrs = rd.model_attrs
-        x_probe = rd.dataset("probes/x")
-        grad_norm = rd.observable("input_grad_norm")[-1]
+    theta, attrs, x_probe, grad_norm = _final_state(run_file, "input_grad_norm")
     eps = 1e-6
     for r in range(theta.shape[0]):
         grads = []
@@ -80,11 +78,8 @@ def test_input_gradient_norm_matches_finite_differences(run_file):
 
 def test_flip_distance_is_where_the_output_crosses(run_file):
     """At the reported distance the class flips (or f moves by the margin); 1e-6 before it, not."""
+    theta, attrs, x_probe, flip = _final_state(run_file, "flip_distance")
     with RunReader(run_file) as rd:
-        theta = rd.dataset("params/final")
-        attrs = rd.model_attrs
-        x_probe = rd.dataset("probes/x")
-        flip = rd.observable("flip_distance")[-1]
         classify = rd.file["data"].attrs["task"] == "encoding"
         margin = rd.config().record.fragility_margin
     eps = 1e-6

@@ -16,7 +16,7 @@ import scipy.linalg
 from numba import njit
 
 from dynsim.integrators import SCHEMES, TrainerSpec
-from dynsim.integrators.sde import network_drift_noise, scheme_stage, scheme_stages, WORK_ROWS
+from dynsim.integrators.sde import network_drift_noise, scheme_stage, scheme_stages
 from dynsim.rng import STREAM_NOISE, fill_normals, normal_pair
 from dynsim.spec import ConfigError
 

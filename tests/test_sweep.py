@@ -7,7 +7,6 @@ import threading
 import time
 
 import h5py
-import numpy as np
 import pytest
 
 from dynsim.engine import Simulation
@@ -15,7 +14,7 @@ from dynsim.spec import ConfigError
 from dynsim.store import RunReader
 from dynsim.sweep import load_sweep, run_sweep, sweep_points
 
-from conftest import run_cli, small_config, write_config
+from conftest import assert_same_datasets, file_datasets, run_cli, small_config, write_config
 
 pytest.importorskip("distributed")
 
@@ -28,27 +27,8 @@ def _write_sweep(tmp_path, axes_toml, steps=600, extra=""):
     return path
 
 
-def _group_datasets(path, group=None):
-    out = {}
-    with h5py.File(path, "r") as f:
-        root = f if group is None else f[group]
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and not name.startswith("checkpoint/"):
-                out[name] = obj[()]
-        root.visititems(visit)
-        attrs = {k: str(v) for k, v in root.attrs.items() if k not in ("created", "history")}
-    return out, attrs
-
-
 def _assert_point_equals_file(merged, group, reference):
-    got, got_attrs = _group_datasets(merged, group)
-    want, want_attrs = _group_datasets(reference)
-    assert got.keys() == want.keys()
-    for name in want:
-        a, b = np.asarray(got[name]), np.asarray(want[name])
-        assert a.shape == b.shape and a.tobytes() == b.tobytes(), f"{group}/{name} differs"
-    assert got_attrs == want_attrs
+    assert_same_datasets(file_datasets(merged, group=group), file_datasets(reference))
 
 
 @pytest.fixture(scope="module")

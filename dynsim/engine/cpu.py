@@ -20,13 +20,24 @@ STATUS_NONFINITE = 1
 _WITHOUT_REPLACEMENT = 2
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _flag_nonfinite(theta, dim, r, s1, status, failed_step):
+    if status[r] == STATUS_OK:
+        for j in range(dim):
+            if not math.isfinite(theta[j]):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s1
+                break
+
+
+# Two kernels rather than one with a branch: each is compiled only when a run needs it, and
+# compile time grows faster than linearly with the size of an inlined prange body.
 @njit(cache=True, error_model="numpy", parallel=True)
 def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-    """Advance every live replica from step s0 to s1 in place; flag non-finite ones in ``status``."""
+    """Advance every live replica from step s0 to s1 in place (discrete trainers); flag non-finite ones."""
     replicas = params.shape[0]
     width, dim, n_train = mi[MI_WIDTH], mi[MI_DIM], x.shape[0]
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
-    sde = ti[TI_METHOD] == SDE_CODE
     for r in prange(replicas):
         if status[r] != STATUS_OK:
             continue
@@ -35,24 +46,34 @@ def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         g = np.empty(dim)
         perm = np.empty(n_perm, dtype=np.int64)
         perm_epoch = np.full(1, -1, dtype=np.int64)
-        xi = np.empty(ti[TI_N_XI])
-        work = np.empty((WORK_ROWS if sde else 0, dim))
         theta = params[r]
         for s in range(s0, s1):
-            if sde:
-                ok = sde_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, xi, work)
-            else:
-                ok = discrete_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch)
-            if not ok:
+            if not discrete_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch):
                 status[r] = STATUS_NONFINITE
                 failed_step[r] = s
                 break
-        if status[r] == STATUS_OK:
-            for j in range(dim):
-                if not math.isfinite(theta[j]):
-                    status[r] = STATUS_NONFINITE
-                    failed_step[r] = s1
-                    break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """The same for the continuous-time trainer (``integrators.sde``)."""
+    replicas = params.shape[0]
+    width, dim = mi[MI_WIDTH], mi[MI_DIM]
+    for r in prange(replicas):
+        if status[r] != STATUS_OK:
+            continue
+        z = np.empty(width)
+        h = np.empty(width)
+        xi = np.empty(ti[TI_N_XI])
+        work = np.empty((WORK_ROWS, dim))
+        theta = params[r]
+        for s in range(s0, s1):
+            if not sde_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, xi, work):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s
+                break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
 class CpuBackend:
@@ -60,7 +81,8 @@ class CpuBackend:
     device = "cpu"
 
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-        _advance(params, data.x_train, data.y_train, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
+        kernel = _advance_sde if ti[TI_METHOD] == SDE_CODE else _advance
+        kernel(params, data.x_train, data.y_train, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
 
     def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
         measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility)

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from ..losses import loss_derivative, loss_value
 from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
-from .representation import measure_representation, two_time_update
+from .representation import measure_representation
 
 
 @dataclasses.dataclass(frozen=True)

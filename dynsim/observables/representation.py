@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..models.activations import derivative_layer
-from ..models.simple import MI_ACTIVATION, MI_DIM, MI_INPUT_DIM, MI_OFF_A, MI_WIDTH, MF_OUTPUT_SCALE, forward
+from ..models.simple import MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_WIDTH, forward
 
 _MARCH_STEPS = 64
 _BISECTIONS = 40
@@ -75,73 +75,88 @@ def _flip_distance(theta, x0, u, f0, mi, mf, threshold, classify, max_step, marg
     return np.inf
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
 def measure_representation(params, x_probe, mi, mf, threshold, classify, max_step, margin, spectrum, erank, pratio,
                            grad_norm, flip):
     """Fill the feature (if ``spectrum`` has a rank axis) and fragility (if ``grad_norm`` has a probe
-    axis) observables of every replica."""
+    axis) observables of every replica. Two kernels, each compiled only when a run asks for it."""
+    if spectrum.shape[1] > 0:
+        _features(params, x_probe, mi, mf, spectrum, erank, pratio)
+    if grad_norm.shape[1] > 0:
+        _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _features(params, x_probe, mi, mf, spectrum, erank, pratio):
     replicas = params.shape[0]
-    width, n_in = mi[MI_WIDTH], mi[MI_INPUT_DIM]
+    width = mi[MI_WIDTH]
     n_probe = x_probe.shape[0]
     rank = spectrum.shape[1]
-    want_fragility = grad_norm.shape[1] > 0
     for r in prange(replicas):
         theta = params[r]
         z = np.empty(width)
         h = np.empty(width)
-        if rank > 0:
-            hidden = np.empty((n_probe, width))
+        hidden = np.empty((n_probe, width))
+        for p in range(n_probe):
+            forward(theta, x_probe[p], mi, mf, z, h)
+            hidden[p] = h
+        for i in range(width):
+            mean = 0.0
             for p in range(n_probe):
-                forward(theta, x_probe[p], mi, mf, z, h)
-                hidden[p] = h
-            for i in range(width):
-                mean = 0.0
-                for p in range(n_probe):
-                    mean += hidden[p, i]
-                mean /= n_probe
-                for p in range(n_probe):
-                    hidden[p, i] -= mean
-            gram = hidden @ hidden.T
-            eig = np.linalg.eigvalsh(gram)  # ascending
-            s_sum, lam_sum, lam_sq = 0.0, 0.0, 0.0
+                mean += hidden[p, i]
+            mean /= n_probe
+            for p in range(n_probe):
+                hidden[p, i] -= mean
+        gram = hidden @ hidden.T
+        eig = np.linalg.eigvalsh(gram)  # ascending
+        s_sum, lam_sum, lam_sq = 0.0, 0.0, 0.0
+        for k in range(rank):
+            lam = max(eig[n_probe - 1 - k], 0.0)
+            spectrum[r, k] = math.sqrt(lam)
+            s_sum += spectrum[r, k]
+            lam_sum += lam
+            lam_sq += lam * lam
+        if s_sum > 0.0:
+            entropy = 0.0
             for k in range(rank):
-                lam = max(eig[n_probe - 1 - k], 0.0)
-                spectrum[r, k] = math.sqrt(lam)
-                s_sum += spectrum[r, k]
-                lam_sum += lam
-                lam_sq += lam * lam
-            if s_sum > 0.0:
-                entropy = 0.0
-                for k in range(rank):
-                    pk = spectrum[r, k] / s_sum
-                    if pk > 0.0:
-                        entropy -= pk * math.log(pk)
-                erank[r] = math.exp(entropy)
-                pratio[r] = lam_sum * lam_sum / lam_sq
-            else:
-                erank[r] = np.nan
-                pratio[r] = np.nan
-        if want_fragility:
-            grad = np.empty(n_in)
-            u = np.empty(n_in)
-            moved = np.empty(n_in)
-            for p in range(n_probe):
-                f0 = _input_gradient(theta, x_probe[p], mi, mf, z, h, grad)
-                norm = 0.0
-                for d in range(n_in):
-                    norm += grad[d] * grad[d]
-                norm = math.sqrt(norm)
-                grad_norm[r, p] = norm
-                if norm == 0.0 or not math.isfinite(norm):
-                    flip[r, p] = np.inf if norm == 0.0 else np.nan
-                    continue
-                sign = 1.0
-                if classify and f0 >= threshold:
-                    sign = -1.0  # towards the threshold
-                for d in range(n_in):
-                    u[d] = sign * grad[d] / norm
-                flip[r, p] = _flip_distance(theta, x_probe[p], u, f0, mi, mf, threshold, classify, max_step, margin,
-                                            z, h, moved)
+                pk = spectrum[r, k] / s_sum
+                if pk > 0.0:
+                    entropy -= pk * math.log(pk)
+            erank[r] = math.exp(entropy)
+            pratio[r] = lam_sum * lam_sum / lam_sq
+        else:
+            erank[r] = np.nan
+            pratio[r] = np.nan
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip):
+    replicas = params.shape[0]
+    width, n_in = mi[MI_WIDTH], mi[MI_INPUT_DIM]
+    n_probe = x_probe.shape[0]
+    for r in prange(replicas):
+        theta = params[r]
+        z = np.empty(width)
+        h = np.empty(width)
+        grad = np.empty(n_in)
+        u = np.empty(n_in)
+        moved = np.empty(n_in)
+        for p in range(n_probe):
+            f0 = _input_gradient(theta, x_probe[p], mi, mf, z, h, grad)
+            norm = 0.0
+            for d in range(n_in):
+                norm += grad[d] * grad[d]
+            norm = math.sqrt(norm)
+            grad_norm[r, p] = norm
+            if norm == 0.0 or not math.isfinite(norm):
+                flip[r, p] = np.inf if norm == 0.0 else np.nan
+                continue
+            sign = 1.0
+            if classify and f0 >= threshold:
+                sign = -1.0  # towards the threshold
+            for d in range(n_in):
+                u[d] = sign * grad[d] / norm
+            flip[r, p] = _flip_distance(theta, x_probe[p], u, f0, mi, mf, threshold, classify, max_step, margin,
+                                        z, h, moved)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
