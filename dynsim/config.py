@@ -89,10 +89,6 @@ class Config:
             if spec.two_time and self.record.two_time_waits == 0:
                 raise ConfigError("record.observables", f"got {name!r}; it is a two-time quantity: set "
                                                         "record.two_time_waits > 0 (it is then recorded anyway)")
-        for name in self.observables:
-            if OBSERVABLES[name].cpu_only and self.run.backend == "cuda":
-                raise ConfigError("record.observables", f"got {name!r}; it is computed on the CPU backend only: "
-                                                        "remove it, or use run.backend = 'cpu'")
 
     @property
     def observables(self) -> tuple[str, ...]:

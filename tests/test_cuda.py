@@ -287,6 +287,18 @@ def test_run_writes_the_cpu_file(tmp_path):
     _compare_files(tmp_path / "cuda.h5", tmp_path / "cpu.h5")
 
 
+def test_cpu_only_and_two_time_observables_of_a_cuda_run_equal_the_cpu_file(tmp_path):
+    """Features, fragility and two-time quantities of a CUDA run come from a host copy of the
+    parameters at each record: the file equals the CPU run's."""
+    cfg = tiny(run=dict(steps=40), training=dict(method="sgd", batch_size=2),
+               record=dict(n_records=6, two_time_waits=2, two_time_lags=3,
+                           observables=["loss_train", "effective_rank", "participation_ratio", "feature_spectrum",
+                                        "input_grad_norm", "flip_distance"]))
+    cpu, gpu = pair(cfg)
+    assert cpu.run(tmp_path / "cpu.h5", progress=False).ok and gpu.run(tmp_path / "cuda.h5", progress=False).ok
+    _compare_files(tmp_path / "cuda.h5", tmp_path / "cpu.h5")
+
+
 # The simulator runs the measure kernel's body as Python on NumPy scalars, which warn where the
 # compiled code silently overflows (a frozen replica's parameters are huge or inf).
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")

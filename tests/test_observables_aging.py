@@ -170,6 +170,3 @@ def test_bad_aging_settings_are_refused():
     with pytest.raises(ConfigError) as err:
         small_config(record=dict(observables=["msd"]))
     assert err.value.field == "record.observables" and "two_time_waits" in str(err.value)
-    with pytest.raises(ConfigError) as err:
-        small_config(run=dict(backend="cuda"), record=dict(observables=["effective_rank"]))
-    assert err.value.field == "record.observables" and "cpu" in str(err.value)

@@ -23,7 +23,8 @@ from ..spec import ConfigError
 from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
 from ..tasks import make_dataset
 from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
-from ..observables.representation import two_time_update
+from ..observables import OBSERVABLES
+from ..observables.representation import measure_representation, two_time_update
 from .schedule import schedule, two_time_grid
 
 # Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
@@ -71,6 +72,7 @@ class Simulation:
         self.record_steps = schedule(cfg.run.steps, cfg.record.n_records, cfg.record.spacing, self.waits, self.lags)
         self.fragility = (int(cfg.task.is_classification), cfg.record.fragility_max_step,
                           cfg.record.fragility_margin)
+
         self.loss_code = LOSSES[cfg.training.loss]
         self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
         batch = cfg.training.effective_batch(cfg.task.n_train)
@@ -89,6 +91,18 @@ class Simulation:
     def measure(self, params, buffers):
         self.backend.measure(params, self.data, self.model_ints, self.model_floats, self.loss_code,
                              self.config.training.eta, self.class_threshold, buffers, fragility=self.fragility)
+
+    @property
+    def host_observables(self) -> bool:
+        """CPU-only observables on a backend without kernels for them: computed from a host copy."""
+        return self.backend.name != "cpu" and any(OBSERVABLES[n].cpu_only for n in self.config.observables)
+
+    def measure_on_host(self, host_params, buffers):
+        classify, max_step, margin = self.fragility
+        measure_representation(host_params, self.data.x_probe, self.model_ints, self.model_floats,
+                               self.class_threshold, int(classify), float(max_step), float(margin),
+                               buffers["feature_spectrum"], buffers["effective_rank"], buffers["participation_ratio"],
+                               buffers["input_grad_norm"], buffers["flip_distance"])
 
     def two_time(self, step, host_params, snapshots, writer, buffers):
         """At a record: take the snapshot if ``step`` is a waiting time, then C and Delta against all taken."""
@@ -148,6 +162,8 @@ class Simulation:
                         last_checkpoint = time.monotonic()
                     _check_stop()
                 self.measure(work, buffers)
+                if self.host_observables:  # CPU-only observables of a CUDA run, on the host copy
+                    self.measure_on_host(host(), buffers)
                 if len(self.waits):
                     self.two_time(step, host(), snapshots, writer, buffers)
                 writer.append(step, step * time_step, buffers)
