@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dynsim.store import RunReader
-from dynsim.sweep import SWEEP_FORMAT, sweep_points
+from dynsim.sweep import is_sweep_file, sweep_points
 
 from . import quantities as q
 from .collapse import best_collapse
@@ -254,16 +254,6 @@ def compare_runs(plt, summaries, readers_paths, out_dir):
     return lines, [path]
 
 
-def _is_sweep(path) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == SWEEP_FORMAT
-    except OSError:
-        return False  # RunReader gives the clear error
-
-
 def sweep_table(path, window=None) -> tuple[list[str], list[dict]]:
     """Per point of a merged sweep file: its axis values, final loss and fitted exponents."""
     rows = []
@@ -335,7 +325,7 @@ def write_report(paths, out_dir, *, window=None) -> Path:
     loss and the fitted response exponent over its first two axes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sweeps = [p for p in paths if _is_sweep(p)]
+    sweeps = [p for p in paths if is_sweep_file(p)]
     paths = [p for p in paths if p not in sweeps]
     summaries = [summarise_run(p, out_dir, window) for p in paths]
     text = ["# dynsim analysis report", ""]

@@ -82,7 +82,11 @@ def _cmd_resume(args) -> int:
 
 def _cmd_info(args) -> int:
     from .store import RunReader
+    from .sweep import describe_sweep, is_sweep_file
 
+    if is_sweep_file(args.file):
+        print(describe_sweep(args.file))
+        return EXIT_OK
     with RunReader(args.file) as reader:
         print(reader.config_text if args.config else reader.summary())
     return EXIT_OK

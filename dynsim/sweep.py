@@ -321,3 +321,35 @@ def sweep_points(path) -> list[tuple[str, dict]]:
                 values[axis] = v.decode() if isinstance(v, bytes) else v
             out.append((f"points/{name}", values))
     return out
+
+
+def is_sweep_file(path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == SWEEP_FORMAT
+    except OSError:
+        return False  # missing or not HDF5: RunReader says so
+
+
+def describe_sweep(path) -> str:
+    """A merged sweep file: its axes and every point's values and status (``dynsim info``)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        axes = json.loads(f.attrs["axes"])
+        names = [n.decode() for n in f["sweep/point"][:]]
+        codes = [c.decode() for c in f["sweep/status"][:]]
+        values = {a: f["sweep/axes"][a][:] for a in axes}
+        lines = [f"sweep file  {path}: {len(names)} points, {codes.count('completed')} completed; "
+                 f"axes {', '.join(axes)}; from {f.attrs.get('sweep_file')}",
+                 "point  " + "  ".join(f"{a:>20}" for a in axes) + "  status"]
+        for i, name in enumerate(names):
+            cells = []
+            for a in axes:
+                v = values[a][i]
+                cells.append(f"{v.decode() if isinstance(v, bytes) else v:>20}")
+            lines.append(f"{name}   " + "  ".join(cells) + f"  {codes[i]}")
+        lines.append("read a point with RunReader(path, group='points/NNNN') or 'analysis report'")
+    return "\n".join(lines)

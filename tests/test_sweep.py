@@ -61,6 +61,8 @@ def test_grid_sweep_merged_file_equals_points_run_one_by_one(tmp_path, cluster_c
         _assert_point_equals_file(sweep.merged_path, group, reference)
         with RunReader(sweep.merged_path, group=group) as rd:  # analysis reads points in place
             assert rd.config().training.eta == values["training.eta"]
+    info = run_cli("info", sweep.merged_path, check=True).stdout
+    assert "8 points, 8 completed" in info and "training.batch_size" in info
     # a rerun skips every finished point
     again = run_sweep(sweep, client=cluster_client, progress=False)
     assert all("skipped" in s["message"] for s in again.values())
