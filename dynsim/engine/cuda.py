@@ -55,6 +55,8 @@ LOCAL_MEMORY_LIMIT = 512 * 1024
 
 _DISCRETE_CODES = frozenset(INTEGRATORS[name].code for name in ("gd", "sgd", "langevin"))
 _WITHOUT_REPLACEMENT = SAMPLING["without_replacement"]
+_KERNEL_OBSERVABLES = ("loss_train", "loss_test", "accuracy_train", "accuracy_test", "param_norm", "ntk", "response",
+                       "response_linear")
 
 _INSTALL_HINT = "pip install 'dynsim[cuda]' (which brings the numba-cuda package)"
 _FALLBACK_HINT = ("use backend = 'cpu' in [run] (or dynsim run --backend cpu), or set NUMBA_ENABLE_CUDASIM=1 "
@@ -311,7 +313,9 @@ class CudaBackend:
         dim, width = int(mi[MI_DIM]), int(mi[MI_WIDTH])
         x_train, y_train, x_test, y_test, x_probe, x_src, y_src = self._data(data)
         n_probe = x_probe.shape[0]
-        out = {name: self._device_buffer(name, buf) for name, buf in buffers.items()}
+        # only the observables the measure kernel fills; the others (features, fragility, two-time)
+        # are filled on the host by the engine and must not be overwritten here
+        out = {name: self._device_buffer(name, buffers[name]) for name in _KERNEL_OBSERVABLES}
         gradients = out["ntk"].shape[1] > 0 or out["response"].shape[1] > 0 or out["response_linear"].shape[1] > 0
         per_replica = 8 * (2 * width + n_probe + (n_probe * dim + 2 * dim if gradients else 0))
         batch = int(min(replicas, max(self.threads_per_block, self.measure_workspace_bytes // per_replica)))
@@ -324,9 +328,9 @@ class CudaBackend:
                 dev_params, r0, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi_d, mf_d, int(loss_code),
                 float(eta), float(class_threshold), out["loss_train"], out["loss_test"], out["accuracy_train"],
                 out["accuracy_test"], out["param_norm"], out["ntk"], out["response"], out["response_linear"], *ws)
-        for name, buf in buffers.items():
-            if buf.size:
-                out[name].copy_to_host(buf)
+        for name in _KERNEL_OBSERVABLES:
+            if buffers[name].size:
+                out[name].copy_to_host(buffers[name])
 
     def _device_buffer(self, name, host):
         key = (name, host.shape)
