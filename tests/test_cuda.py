@@ -162,6 +162,12 @@ TRAINERS = {
                                   model=dict(activation="linear", output_bias=False)),
     "sgd_cross_entropy": dict(training=dict(method="sgd", batch_size=1, loss="cross_entropy"),
                               task=dict(kind="random_labels")),
+    "sde_sgd_noise": dict(training=dict(method="sde", noise="sgd", batch_size=2, weight_decay=0.05)),
+    "sde_heun_langevin": dict(training=dict(method="sde", noise="langevin", scheme="heun", temperature=0.01,
+                                            batch_size=None)),
+    "sde_rk4_gradient_flow": dict(training=dict(method="sde", noise="none", scheme="rk4", batch_size=None,
+                                                   dt=0.02)),
+    "sde_loss_scaled": dict(training=dict(method="sde", noise="loss_scaled", temperature=0.1, batch_size=None)),
 }
 
 

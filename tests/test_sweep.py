@@ -106,15 +106,22 @@ def test_killed_worker_point_is_retried_and_resumed_bit_identically(tmp_path, cl
 
 
 def test_failing_point_is_retried_then_recorded_and_the_others_finish(tmp_path, cluster_client):
-    # the sde trainer is refused by the CUDA backend when the run starts (not at config validation)
-    write_config(tmp_path / "sde.toml", small_config(run=dict(steps=200, replicas=2),
-                                                     training=dict(method="sde", noise="none", batch_size=None)))
-    path = tmp_path / "sweep.toml"
-    path.write_text('base = "sde.toml"\noutput = "out"\nretries = 1\n[axes]\n"run.backend" = ["cpu", "cuda"]\n')
+    """A point whose file is an interrupted run of a *different* config (left in the output directory
+    by an earlier sweep) cannot be resumed: the task fails, is retried, is recorded as failed with
+    the message, and the other point completes."""
+    from test_reliability import _InterruptAfter
+
+    path = _write_sweep(tmp_path, '"run.seed" = [1, 2]', extra="retries = 1")
     sweep = load_sweep(path)
+    stale = sweep.point_path(sweep.points[1])
+    stale.parent.mkdir(parents=True)
+    sim = Simulation(small_config(run=dict(steps=600, replicas=4, seed=99)))
+    sim.chunk_steps = 20
+    sim.advance = _InterruptAfter(sim, 5)
+    assert sim.run(stale, progress=False).code == "interrupted"
     status = run_sweep(sweep, client=cluster_client, progress=False)
     assert status[0]["code"] == "completed"
-    assert status[1]["code"] == "failed" and "CPU backend only" in status[1]["message"]
+    assert status[1]["code"] == "failed" and "different config" in status[1]["message"]
     with h5py.File(sweep.merged_path, "r") as f:
         assert [s.decode() for s in f["sweep/status"][:]] == ["completed", "failed"]
         assert "points/0000" in f and "points/0001" not in f

@@ -61,9 +61,6 @@ class Simulation:
     def __init__(self, config):
         self.config = config.resolved()
         cfg = self.config
-        if cfg.run.backend == "cuda" and cfg.training.method == "sde":
-            raise ConfigError("run.backend", "the sde trainer runs on the CPU backend only so far: "
-                                             "use backend = 'cpu' (the default)")
         self.backend = get_backend(cfg.run.backend)
         self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed)
         self.model_ints, self.model_floats = cfg.model.kernel_arrays()

@@ -34,8 +34,9 @@ import math
 
 import numpy as np
 
-from ..integrators import INTEGRATORS, SAMPLING, TI_METHOD, TI_SAMPLING
+from ..integrators import INTEGRATORS, SAMPLING, SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
 from ..integrators.discrete import discrete_step
+from ..integrators.sde import WORK_ROWS, sde_step
 from ..losses import loss_derivative
 from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
 from ..observables import _loss_and_accuracy
@@ -104,6 +105,50 @@ def device_name() -> str:
 def local_bytes(dim: int, width: int, n_perm: int) -> int:
     """Per-thread local memory of the advance kernel: theta, g [dim]; z, h [width]; perm; epoch."""
     return 8 * (2 * dim + 2 * width + max(n_perm, 1) + 1)
+
+
+def local_bytes_sde(dim: int, width: int, n_xi: int) -> int:
+    """Per-thread local memory of the SDE advance kernel: theta [dim]; z, h [width]; xi; work [5, dim]."""
+    return 8 * (dim + 2 * width + max(n_xi, 1) + WORK_ROWS * dim)
+
+
+@functools.lru_cache(maxsize=None)
+def _advance_sde_kernel(dim: int, width: int, n_xi: int):
+    """The continuous-time trainer's advance kernel: ``integrators.sde.sde_step`` per thread."""
+    n_xi = max(n_xi, 1)
+
+    @cuda.jit
+    def kernel(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+        r = cuda.grid(1)
+        params_, status_, failed_ = np.asarray(params), np.asarray(status), np.asarray(failed_step)
+        if r >= params_.shape[0] or status_[r] != STATUS_OK:
+            return
+        theta = cuda.local.array(dim, np.float64)
+        z = cuda.local.array(width, np.float64)
+        h = cuda.local.array(width, np.float64)
+        xi = cuda.local.array(n_xi, np.float64)
+        work = cuda.local.array((WORK_ROWS, dim), np.float64)
+        for j in range(dim):
+            theta[j] = params_[r, j]
+        x_, y_ = np.asarray(x), np.asarray(y)
+        mi_, mf_, ti_, tf_ = np.asarray(mi), np.asarray(mf), np.asarray(ti), np.asarray(tf)
+        failed = -1
+        for s in range(s0, s1):  # as in cpu._advance_sde
+            if not sde_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, xi, work):
+                failed = s
+                break
+        if failed < 0:
+            for j in range(dim):
+                if not math.isfinite(theta[j]):
+                    failed = s1
+                    break
+        for j in range(dim):
+            params_[r, j] = theta[j]
+        if failed >= 0:
+            status_[r] = STATUS_NONFINITE
+            failed_[r] = failed
+
+    return kernel
 
 
 @functools.lru_cache(maxsize=None)
@@ -275,16 +320,23 @@ class CudaBackend:
     # -- the backend contract ------------------------------------------------------------------------
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         """Advance every live replica from step s0 to s1 in place; flag non-finite ones in ``status``."""
-        if int(ti[TI_METHOD]) not in _DISCRETE_CODES:
-            raise ConfigError("training.method", "the CUDA backend runs gd, sgd and langevin only; "
+        method = int(ti[TI_METHOD])
+        if method not in _DISCRETE_CODES and method != SDE_CODE:
+            raise ConfigError("training.method", "the CUDA backend runs gd, sgd, langevin and sde only; "
                                                  "use backend = 'cpu'")
         dim, width = int(mi[MI_DIM]), int(mi[MI_WIDTH])
-        n_perm = data.x_train.shape[0] if int(ti[TI_SAMPLING]) == _WITHOUT_REPLACEMENT else 0
-        need = local_bytes(dim, width, n_perm)
+        if method == SDE_CODE:
+            n_xi = int(ti[TI_N_XI])
+            need, what = local_bytes_sde(dim, width, n_xi), f"{n_xi} noise draws and 5 work rows"
+            kernel = _advance_sde_kernel(dim, width, n_xi)
+        else:
+            n_perm = data.x_train.shape[0] if int(ti[TI_SAMPLING]) == _WITHOUT_REPLACEMENT else 0
+            need, what = local_bytes(dim, width, n_perm), f"{n_perm} permutation entries"
+            kernel = _advance_kernel(dim, width, n_perm)
         if need > LOCAL_MEMORY_LIMIT:
             raise ConfigError("model.width", f"a replica needs {need} bytes of per-thread local memory on the CUDA "
-                                             f"backend (n_params = {dim}, width = {width}, {n_perm} permutation "
-                                             f"entries); CUDA allows {LOCAL_MEMORY_LIMIT}: use backend = 'cpu'")
+                                             f"backend (n_params = {dim}, width = {width}, {what}); "
+                                             f"CUDA allows {LOCAL_MEMORY_LIMIT}: use backend = 'cpu'")
         dev_params, copy_back = self._device_params(params)
         replicas = dev_params.shape[0]
         if replicas == 0 or s1 <= s0:
@@ -293,7 +345,6 @@ class CudaBackend:
         dev_status = status if not isinstance(status, np.ndarray) else cuda.to_device(status)
         dev_failed = failed_step if not isinstance(failed_step, np.ndarray) else cuda.to_device(failed_step)
         tpb = min(self.threads_per_block, replicas)
-        kernel = _advance_kernel(dim, width, n_perm)
         kernel[(replicas + tpb - 1) // tpb, tpb](dev_params, x, y, cuda.to_device(mi), cuda.to_device(mf),
                                                    cuda.to_device(ti), cuda.to_device(tf), np.uint64(seed),
                                                    int(s0), int(s1), dev_status, dev_failed)
