@@ -21,6 +21,12 @@ from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.tasks import TaskSpec
 
+# Subprocesses (``python -m dynsim.cli``, ``python -c``, Dask workers) must import the same dynsim
+# as this process: with a non-editable install (CI) the current directory would otherwise put the
+# source tree first on their path, and Numba's on-disk cache, keyed by source file, would be
+# invalidated and recompiled every time the two copies alternate (minutes per switch).
+os.environ.setdefault("PYTHONSAFEPATH", "1")
+
 SEED = 20261125
 FLOAT_RTOL = 1e-10
 

@@ -397,7 +397,7 @@ def test_unsupported_method_code_is_refused():
     ti = cpu.trainer_ints.copy()
     ti[0] = 99
     params = cpu.initial_params()
-    with pytest.raises(ConfigError, match="gd, sgd and langevin"):
+    with pytest.raises(ConfigError, match="gd, sgd, langevin and sde"):
         gpu.backend.advance(params, gpu.data, gpu.model_ints, gpu.model_floats, ti, gpu.trainer_floats, SEED, 0, 1,
                             np.zeros(3, np.int8), np.full(3, -1, np.int64))
 

@@ -108,53 +108,21 @@ def local_bytes(dim: int, width: int, n_perm: int) -> int:
 
 
 def local_bytes_sde(dim: int, width: int, n_xi: int) -> int:
-    """Per-thread local memory of the SDE advance kernel: theta [dim]; z, h [width]; xi; work [5, dim]."""
-    return 8 * (dim + 2 * width + max(n_xi, 1) + WORK_ROWS * dim)
+    """Per-thread local memory of the SDE advance kernel: theta, g [dim]; z, h [width]; xi; work [5, dim]."""
+    return 8 * (2 * dim + 2 * width + max(n_xi, 1) + 2 + WORK_ROWS * dim)
 
 
 @functools.lru_cache(maxsize=None)
-def _advance_sde_kernel(dim: int, width: int, n_xi: int):
-    """The continuous-time trainer's advance kernel: ``integrators.sde.sde_step`` per thread."""
-    n_xi = max(n_xi, 1)
+def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool = False):
+    """The advance kernel with its local arrays sized for one model (sizes are compile-time).
 
-    @cuda.jit
-    def kernel(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-        r = cuda.grid(1)
-        params_, status_, failed_ = np.asarray(params), np.asarray(status), np.asarray(failed_step)
-        if r >= params_.shape[0] or status_[r] != STATUS_OK:
-            return
-        theta = cuda.local.array(dim, np.float64)
-        z = cuda.local.array(width, np.float64)
-        h = cuda.local.array(width, np.float64)
-        xi = cuda.local.array(n_xi, np.float64)
-        work = cuda.local.array((WORK_ROWS, dim), np.float64)
-        for j in range(dim):
-            theta[j] = params_[r, j]
-        x_, y_ = np.asarray(x), np.asarray(y)
-        mi_, mf_, ti_, tf_ = np.asarray(mi), np.asarray(mf), np.asarray(ti), np.asarray(tf)
-        failed = -1
-        for s in range(s0, s1):  # as in cpu._advance_sde
-            if not sde_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, xi, work):
-                failed = s
-                break
-        if failed < 0:
-            for j in range(dim):
-                if not math.isfinite(theta[j]):
-                    failed = s1
-                    break
-        for j in range(dim):
-            params_[r, j] = theta[j]
-        if failed >= 0:
-            status_[r] = STATUS_NONFINITE
-            failed_[r] = failed
-
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _advance_kernel(dim: int, width: int, n_perm: int):
-    """The advance kernel with its local arrays sized for one model (sizes are compile-time)."""
+    ``sde`` selects the per-thread step: ``integrators.sde.sde_step`` (continuous time, noise draws
+    ``xi`` and work rows) or ``integrators.discrete.discrete_step`` (gradient ``g`` and the epoch
+    permutation). It is a compile-time constant, so each kernel holds one of the two.
+    """
     n_perm = max(n_perm, 1)
+    n_xi = max(n_xi, 1)
+    rows = WORK_ROWS if sde else 1
 
     @cuda.jit
     def kernel(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
@@ -169,13 +137,19 @@ def _advance_kernel(dim: int, width: int, n_perm: int):
         perm = cuda.local.array(n_perm, np.int64)
         perm_epoch = cuda.local.array(1, np.int64)
         perm_epoch[0] = -1
+        xi = cuda.local.array(n_xi, np.float64)
+        work = cuda.local.array((rows, dim), np.float64)
         for j in range(dim):
             theta[j] = params_[r, j]
         x_, y_ = np.asarray(x), np.asarray(y)
         mi_, mf_, ti_, tf_ = np.asarray(mi), np.asarray(mf), np.asarray(ti), np.asarray(tf)
         failed = -1
         for s in range(s0, s1):  # as in cpu._advance: stop at the first non-finite step, then check theta
-            if not discrete_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, g, perm, perm_epoch):
+            if sde:
+                ok = sde_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, xi, work)
+            else:
+                ok = discrete_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, g, perm, perm_epoch)
+            if not ok:
                 failed = s
                 break
         if failed < 0:
@@ -328,7 +302,7 @@ class CudaBackend:
         if method == SDE_CODE:
             n_xi = int(ti[TI_N_XI])
             need, what = local_bytes_sde(dim, width, n_xi), f"{n_xi} noise draws and 5 work rows"
-            kernel = _advance_sde_kernel(dim, width, n_xi)
+            kernel = _advance_kernel(dim, width, 0, n_xi, True)
         else:
             n_perm = data.x_train.shape[0] if int(ti[TI_SAMPLING]) == _WITHOUT_REPLACEMENT else 0
             need, what = local_bytes(dim, width, n_perm), f"{n_perm} permutation entries"
