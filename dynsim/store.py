@@ -263,14 +263,8 @@ class RunWriter:
         """Fill /two_time/{autocorrelation,msd} [t_w, tau, replica] from the committed records."""
         steps = self.file["time/step"][: self.n_records]
         for name in ("autocorrelation", "msd"):
-            per_record = self.file["observables"][name]
-            out = np.full((len(self.waits), len(self.lags), self.replicas), np.nan)
-            for i, wait in enumerate(self.waits):
-                for j, lag in enumerate(self.lags):
-                    k = np.searchsorted(steps, wait + lag)
-                    if k < len(steps) and steps[k] == wait + lag:
-                        out[i, j] = per_record[k, :, i]
-            self.file["two_time"][name][...] = out
+            self.file["two_time"][name][...] = _two_time_grid(steps, self.file["observables"][name], self.waits,
+                                                              self.lags, self.replicas)
         for name in ("ntk", "response", "response_linear"):
             if name in self.file["two_time"]:
                 for i, wait in enumerate(self.waits):
@@ -379,6 +373,18 @@ class RunWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _two_time_grid(steps, per_record, waits, lags, replicas) -> np.ndarray:
+    """[t_w, tau, replica] from a per-record two-time observable [record, replica, wait]; NaN where
+    the record t_w + tau is not among ``steps`` (not reached, or not committed)."""
+    out = np.full((len(waits), len(lags), replicas), np.nan)
+    for i, wait in enumerate(waits):
+        for j, lag in enumerate(lags):
+            k = np.searchsorted(steps, wait + lag)
+            if k < len(steps) and steps[k] == wait + lag:
+                out[i, j] = per_record[k, :, i]
+    return out
 
 
 def _open_for_reading(path: Path) -> h5py.File:
@@ -520,15 +526,8 @@ class RunReader:
         axes = self.two_time_axes()
         if name not in ("autocorrelation", "msd"):
             raise StoreError(f"no two-time quantity {name!r}; there are 'autocorrelation' and 'msd'")
-        steps = self.steps
-        per_record = self.file["observables"][name]
-        out = np.full((len(axes["t_w"]), len(axes["tau"]), int(self.attrs["n_replicas"])), np.nan)
-        for i, wait in enumerate(axes["t_w"]):
-            for j, lag in enumerate(axes["tau"]):
-                k = np.searchsorted(steps, wait + lag)
-                if k < len(steps) and steps[k] == wait + lag:
-                    out[i, j] = per_record[k, :, i]
-        return out
+        return _two_time_grid(self.steps, self.file["observables"][name], axes["t_w"], axes["tau"],
+                              int(self.attrs["n_replicas"]))
 
     def observable_dims(self, name: str) -> tuple[str, ...]:
         return tuple(self.file["observables"][name].attrs["dims"].split(","))
