@@ -12,7 +12,8 @@ replicas (``torch.no_grad``, hand-written gradients); JAX (``vmap`` over replica
 over steps, jitted; compile time reported apart). SGD sample indices are dynsim's Philox draws,
 drawn before timing and handed to every implementation, so all follow the same trajectory; each
 must end within 1e-9 of dynsim's parameters (max difference over max |parameter|) before its
-time counts. PyTorch and JAX are
+time counts. dynsim's float32 option (``run.precision``) is timed too and must end within 1e-4 of
+the float64 parameters. PyTorch and JAX are
 optional (benchmark-only): ``pip install torch==2.13.0 jax jaxlib``.
 
     python benchmarks/w1.py [--workloads w1,wide,fullbatch] [--repeats 3]
@@ -43,12 +44,15 @@ WORKLOADS = {
     "fullbatch": dict(input_dim=8, width=32, n_train=1024, method="gd", steps=200, eta=0.05),
 }
 REPLICAS = 128
+# float32 parameters end within this fraction of the parameter scale of the float64 run
+# (float32 rounding, 6e-8 per operation, accumulated over the run; W1 measured 1.5e-5)
+FLOAT32_AGREEMENT = 1e-4
 ETA = 0.05  # set per workload by bench()
 
 
-def make_simulation(w) -> Simulation:
+def make_simulation(w, precision="float64") -> Simulation:
     training = TrainerSpec(method=w["method"], eta=w["eta"], batch_size=1 if w["method"] == "sgd" else None)
-    return Simulation(Config(run=RunSpec(seed=1, replicas=REPLICAS, steps=w["steps"]),
+    return Simulation(Config(run=RunSpec(seed=1, replicas=REPLICAS, steps=w["steps"], precision=precision),
                              model=SimpleNet(input_dim=w["input_dim"], width=w["width"], activation="tanh"),
                              task=TaskSpec(kind="teacher", n_train=w["n_train"], n_test=8, n_probes=2, n_sources=1),
                              training=training, record=RecordSpec(n_records=2)))
@@ -199,6 +203,25 @@ def bench(name, repeats):
         raise SystemExit(f"workload {name} diverged in dynsim; its rate would be meaningless")
     rows = {}
     rows["dynsim"], reference = _median_rate(dynsim_kernel, work, repeats)
+    notes = []
+
+    # the float32 option (run.precision): same draws, float32 parameters and arithmetic
+    sim32 = make_simulation(w, "float32")
+    theta0_32 = sim32.initial_params()
+
+    def dynsim_float32():
+        params = theta0_32.copy()
+        sim32.advance(params, 0, steps, status, failed)
+        return params
+
+    dynsim_float32()
+    rate32, out32 = _median_rate(dynsim_float32, work, repeats)
+    err32 = float(np.max(np.abs(out32 - reference)) / np.max(np.abs(reference)))
+    if err32 <= FLOAT32_AGREEMENT:
+        rows["dynsim float32"] = rate32
+        notes.append(f"dynsim float32 agrees with float64 to {err32:.1e}")
+    else:
+        notes.append(f"dynsim float32 DISAGREES with float64 ({err32:.1e}); not reported")
     indices = None if full else _draw_indices(np.uint64(1), REPLICAS, steps, w["n_train"])
     candidates = {"NumPy": lambda: numpy_gd(theta0, x, y, steps, d, n) if full
                   else numpy_sgd(theta0, x, y, indices, d, n)}
@@ -207,7 +230,6 @@ def bench(name, repeats):
         candidates["PyTorch"] = lambda: torch_impl(theta0, x, y, indices, steps, d, n, full)
     except ImportError:
         pass
-    notes = []
     try:
         runner, compile_s = jax_impl(theta0, x, y, indices, steps, d, n, full)
         candidates["JAX"] = runner

@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import math
 import tomllib
+
+import numpy as np
 from pathlib import Path
 
 from .integrators import TrainerSpec
@@ -30,6 +32,13 @@ class RunSpec(Section):
     backend: str = option("cpu", "str", "compute backend", choices=("cpu", "cuda"))
     on_divergence: str = option("stop", "str", "when a replica's loss becomes non-finite: stop the run, "
                                                "or freeze that replica and go on", choices=("stop", "freeze"))
+    precision: str = option("float64", "str", "floating-point type of the parameters and of the training "
+                                              "arithmetic; 'float32' halves the memory per replica (CPU backend, "
+                                              "discrete trainers)", choices=("float64", "float32"))
+
+    @property
+    def dtype(self):
+        return np.dtype(self.precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +90,14 @@ class Config:
         if t.loss == "cross_entropy" and not (task.is_classification and task.labels == "pm1"):
             raise ConfigError("training.loss", "got 'cross_entropy'; it needs +1/-1 labels: use task.kind "
                                                "'encoding' or 'random_labels' with task.labels = 'pm1', or loss 'squared'")
+        if self.run.precision == "float32" and self.run.backend != "cpu":
+            raise ConfigError("run.precision", f"got 'float32' with run.backend = {self.run.backend!r}; float32 "
+                                               "runs on the CPU backend only: set run.backend = 'cpu' or "
+                                               "run.precision = 'float64'")
+        if self.run.precision == "float32" and t.method == "sde":
+            raise ConfigError("run.precision", "got 'float32' with training.method = 'sde'; the SDE trainer "
+                                               "integrates in float64 only: set run.precision = 'float64' or use "
+                                               "a discrete trainer (gd, sgd, langevin)")
         for name in self.record.observables or ():
             spec = OBSERVABLES[name]
             if spec.classification_only and not task.is_classification:

@@ -21,6 +21,7 @@ Layout (format_version 1)::
     /params/initial         [replica, n_params]
     /params/final           [replica, n_params] (NaN until the run ends)
     /checkpoint/params      [2, replica, n_params]  two slots, written alternately
+                            (all parameter arrays in the run's precision, float64 or float32: run.precision)
     /checkpoint/step, n_records [2]; /checkpoint/replica_failed_step [2, replica]
     /checkpoint/active      scalar: the slot of the last complete checkpoint (-1: none yet)
     /status/code, message   fixed-length strings; /status/last_step, replica, failed_step (scalars)
@@ -113,6 +114,7 @@ class RunWriter:
         self.config = config.resolved()
         self.observables = tuple(observables)
         self.replicas, self.n_params = params_initial.shape
+        self.param_dtype = params_initial.dtype  # run.precision: parameters are stored as they are computed
         empty = np.zeros(0, dtype=np.int64)
         self.waits, self.lags = two_time if two_time is not None else (empty, empty)
         self._sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0], self.config.model.width,
@@ -182,10 +184,10 @@ class RunWriter:
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
         params["initial"].attrs["layout"] = cfg.model.param_layout
-        params.create_dataset("final", shape=params_initial.shape, dtype=np.float64, fillvalue=np.nan)
+        params.create_dataset("final", shape=params_initial.shape, dtype=params_initial.dtype, fillvalue=np.nan)
         r, p = self.replicas, self.n_params
         ck = f.create_group("checkpoint")
-        ck.create_dataset("params", shape=(2, r, p), dtype=np.float64, chunks=(1, r, p) if r * p else None)
+        ck.create_dataset("params", shape=(2, r, p), dtype=params_initial.dtype, chunks=(1, r, p) if r * p else None)
         ck.create_dataset("step", data=np.zeros(2, dtype=np.int64))
         ck.create_dataset("n_records", data=np.zeros(2, dtype=np.int64))
         ck.create_dataset("replica_failed_step", data=np.full((2, r), -1, dtype=np.int64))
@@ -235,7 +237,7 @@ class RunWriter:
             ds.attrs["units"] = "steps"
             g.create_dataset(f"{name}_time", data=np.asarray(values, dtype=np.float64) * step).attrs["units"] = "t"
         r, p, nw, nl = self.replicas, self.n_params, len(self.waits), len(self.lags)
-        snap = g.create_dataset("theta_w", shape=(nw, r, p), dtype=np.float64, fillvalue=np.nan,
+        snap = g.create_dataset("theta_w", shape=(nw, r, p), dtype=self.param_dtype, fillvalue=np.nan,
                                 chunks=(1, r, p) if r * p else None)
         snap.attrs["description"] = "parameters at each waiting time (written when t_w is reached)"
         # the kernel and the response at each waiting time (copies of their records at t = t_w)

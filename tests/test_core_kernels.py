@@ -43,7 +43,7 @@ def test_fast_tanh_is_within_5_ulp_of_libm():
     z = np.concatenate([np.linspace(-25, 25, 100_000), np.logspace(-12, 1.3, 5000), -np.logspace(-12, 1.3, 5000)])
     got = np.array([fast_tanh(v) for v in z])
     rel = np.abs(got - np.tanh(z)) / np.abs(np.tanh(z))
-    assert rel.max() < 5 * np.finfo(float).eps  # measured 8.9e-16 (4 ulp)
+    assert rel.max() < 5 * np.finfo(float).eps  # measured 8.8e-16 (4 ulp) on this grid, 1.1e-15 on a 20x denser one
     assert fast_tanh(0.0) == 0.0 and fast_tanh(30.0) == 1.0 and fast_tanh(-30.0) == -1.0
 
 

@@ -92,6 +92,7 @@ TRAINERS = {
     "sgd_epochs": dict(training=dict(method="sgd", batch_size=3, sampling="without_replacement")),
     "langevin": dict(training=dict(method="langevin", batch_size=None, temperature=0.01)),
     "sgld": dict(training=dict(method="langevin", batch_size=1, temperature=0.01, weight_decay=0.01)),
+    "sgd_float32": dict(run=dict(precision="float32"), training=dict(method="sgd", batch_size=2)),
     "sde_sgd_noise": dict(training=dict(method="sde", noise="sgd", batch_size=2, dt=0.02)),
     "sde_langevin_heun": dict(training=dict(method="sde", noise="langevin", scheme="heun", temperature=0.01,
                                             batch_size=None)),

@@ -79,7 +79,7 @@ class Simulation:
         self.chunk_steps = int(max(1, getattr(self.backend, "chunk_work", _CHUNK_WORK) // max(work, 1)))
 
     def initial_params(self) -> np.ndarray:
-        return self.config.model.init_params(self.config.run.seed, self.config.run.replicas)
+        return self.config.model.init_params(self.config.run.seed, self.config.run.replicas, self.config.run.dtype)
 
     def advance(self, params, s0, s1, status, failed_step):
         self.backend.advance(params, self.data, self.model_ints, self.model_floats, self.trainer_ints,
@@ -118,7 +118,7 @@ class Simulation:
                            overwrite=overwrite, history=f"created by dynsim run at {_now()}",
                            two_time=(self.waits, self.lags))
         failed_step = np.full(cfg.run.replicas, -1, dtype=np.int64)
-        snapshots = np.full((len(self.waits),) + params.shape, np.nan)
+        snapshots = np.full((len(self.waits),) + params.shape, np.nan, dtype=params.dtype)
         try:
             return self._loop(writer, params, failed_step, 0, 0, progress, snapshots)
         finally:
@@ -242,7 +242,7 @@ def resume(path, *, progress=None, expect_config=None) -> RunResult:
                            backend=sim.backend.name, device=sim.backend.device, overwrite=True,
                            history=f"{history}; resumed at step {ck['step']} at {_now()}",
                            two_time=(sim.waits, sim.lags))
-        snapshots = np.full((len(sim.waits),) + initial.shape, np.nan)
+        snapshots = np.full((len(sim.waits),) + initial.shape, np.nan, dtype=initial.dtype)
         try:
             for k0 in range(0, n_done, _COPY_RECORDS):
                 k1 = min(n_done, k0 + _COPY_RECORDS)

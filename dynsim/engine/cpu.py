@@ -41,9 +41,10 @@ def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
     for r in prange(replicas):
         if status[r] != STATUS_OK:
             continue
-        z = np.empty(width)
-        h = np.empty(width)
-        g = np.empty(dim)
+        # scratch in the parameters' precision (run.precision): float32 runs compute in float32
+        z = np.empty(width, dtype=params.dtype)
+        h = np.empty(width, dtype=params.dtype)
+        g = np.empty(dim, dtype=params.dtype)
         perm = np.empty(n_perm, dtype=np.int64)
         perm_epoch = np.full(1, -1, dtype=np.int64)
         theta = params[r]
@@ -82,7 +83,10 @@ class CpuBackend:
 
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         kernel = _advance_sde if ti[TI_METHOD] == SDE_CODE else _advance
-        kernel(params, data.x_train, data.y_train, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
+        # the training data in the parameters' precision (no copy for float64)
+        x = np.ascontiguousarray(data.x_train, dtype=params.dtype)
+        y = np.ascontiguousarray(data.y_train, dtype=params.dtype)
+        kernel(params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
 
     def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
         measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility)

@@ -88,8 +88,9 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
             dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
     if not math.isfinite(dl_sum):
         return False
+    decay_t, eta_t = theta.dtype.type(decay), theta.dtype.type(eta)  # float32 runs: float32 loop
     for j in range(dim):
-        theta[j] = decay * theta[j] - eta * g[j]
+        theta[j] = decay_t * theta[j] - eta_t * g[j]
     if noise > 0.0:
         _add_noise(theta, dim, noise, seed, replica, step)
     return True

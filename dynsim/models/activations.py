@@ -7,6 +7,7 @@ at seeded points.
 """
 import math
 
+import numpy as np
 from numba import njit
 
 # Compiled with error_model="numpy": a division by zero gives inf/nan (caught by the divergence
@@ -26,6 +27,11 @@ def _sigmoid(z):
     return e / (1.0 + e)
 
 
+# Taylor coefficients 1/k! of expm1, k = 2..17, for ``fast_tanh``.
+_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13, _E14, _E15, _E16, _E17 = (
+    1.0 / math.factorial(k) for k in range(2, 18))
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def fast_tanh(z):
     """tanh(z) to within 5 ulp, branch-free so that loops over it vectorise (libm's does not).
@@ -33,29 +39,23 @@ def fast_tanh(z):
     expm1(2|z|/64) by its Taylor series (|argument| <= 0.6, 17 terms: truncation below 1e-18
     relative), then six exact-form doublings expm1(2u) = expm1(u) (expm1(u) + 2), which involve no
     cancellation, and tanh = expm1(2a) / (expm1(2a) + 2). |z| is clamped at 19, beyond which
-    tanh is 1 to double precision. Measured: max relative error 8.9e-16 against libm over
-    [-25, 25] and down to |z| = 1e-12 (tests/test_core_kernels.py).
+    tanh is 1 to double precision. The series is evaluated by Estrin's scheme (pairs, then
+    powers y^2, y^4, y^8) rather than Horner's: its dependency chain is 8 operations deep
+    instead of 34, which made a vectorised tanh 1.4x faster (6.6 -> 4.6 ns per value, 2-core EPYC).
+    Measured: max relative error 1.1e-15 (5 ulp) against libm over [-25, 25] and down to |z| = 1e-12
+    (tests/test_core_kernels.py).
     """
     a = min(abs(z), 19.0)
     y = a * (2.0 / 64.0)
-    p = 1.0 / 355687428096000.0
-    p = p * y + 1.0 / 20922789888000.0
-    p = p * y + 1.0 / 1307674368000.0
-    p = p * y + 1.0 / 87178291200.0
-    p = p * y + 1.0 / 6227020800.0
-    p = p * y + 1.0 / 479001600.0
-    p = p * y + 1.0 / 39916800.0
-    p = p * y + 1.0 / 3628800.0
-    p = p * y + 1.0 / 362880.0
-    p = p * y + 1.0 / 40320.0
-    p = p * y + 1.0 / 5040.0
-    p = p * y + 1.0 / 720.0
-    p = p * y + 1.0 / 120.0
-    p = p * y + 1.0 / 24.0
-    p = p * y + 1.0 / 6.0
-    p = p * y + 0.5
-    p = p * y + 1.0
-    e = p * y
+    y2 = y * y
+    y4 = y2 * y2
+    y8 = y4 * y4
+    # expm1(y) = y + y^2 q(y), q = sum_{k=2..17} y^(k-2) / k!; the leading y is added last, exactly
+    q0 = (_E2 + _E3 * y) + (_E4 + _E5 * y) * y2
+    q1 = (_E6 + _E7 * y) + (_E8 + _E9 * y) * y2
+    q2 = (_E10 + _E11 * y) + (_E12 + _E13 * y) * y2
+    q3 = (_E14 + _E15 * y) + (_E16 + _E17 * y) * y2
+    e = y + ((q0 + q1 * y4) + (q2 + q3 * y4) * y8) * y2
     e = e * (e + 2.0)
     e = e * (e + 2.0)
     e = e * (e + 2.0)
@@ -64,6 +64,35 @@ def fast_tanh(z):
     e = e * (e + 2.0)
     t = e / (e + 2.0)
     return t if z >= 0.0 else -t
+
+
+# float32 constants of ``fast_tanh32``: a float64 literal would promote its arithmetic to float64.
+_F2, _F3, _F4, _F5, _F6, _F7, _F8 = (np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
+_F_CLAMP, _F_SCALE, _F_TWO = np.float32(9.0), np.float32(2.0 / 64.0), np.float32(2.0)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def fast_tanh32(z):
+    """tanh for float32 arithmetic (``run.precision = "float32"``): ``fast_tanh`` with 7 series terms.
+
+    Same construction as ``fast_tanh``: expm1(y), y = 2|z|/64 <= 0.28 (|z| clamped at 9, where tanh
+    is 1 in float32), by y + y^2 q(y) with q to y^6/8! (truncation 1e-10 relative), six exact-form
+    doublings, e / (e + 2). Every operation is float32, so a vector holds 8 values instead of 4.
+    Measured: within 4 float32 ulp of libm's tanh (tests/test_core_kernels.py).
+    """
+    a = min(abs(z), _F_CLAMP)
+    y = a * _F_SCALE
+    y2 = y * y
+    y4 = y2 * y2
+    e = y + (((_F2 + _F3 * y) + (_F4 + _F5 * y) * y2) + ((_F6 + _F7 * y) + _F8 * y2) * y4) * y2
+    e = e * (e + _F_TWO)
+    e = e * (e + _F_TWO)
+    e = e * (e + _F_TWO)
+    e = e * (e + _F_TWO)
+    e = e * (e + _F_TWO)
+    e = e * (e + _F_TWO)
+    t = e / (e + _F_TWO)
+    return t if z >= 0 else -t
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -138,8 +167,12 @@ def activate_second_derivative(z, code):
 def activate_layer(z, h, n, code):
     """h[i] = sigma(z[i]) for i < n, with the branch on ``code`` outside the loops (they vectorise)."""
     if code == TANH:
-        for i in range(n):
-            h[i] = fast_tanh(z[i])
+        if z.itemsize == 4:  # float32 parameters: float32 arithmetic throughout
+            for i in range(n):
+                h[i] = fast_tanh32(z[i])
+        else:
+            for i in range(n):
+                h[i] = fast_tanh(z[i])
     elif code == RELU:
         for i in range(n):
             h[i] = max(z[i], 0.0)
@@ -155,8 +188,9 @@ def activate_layer(z, h, n, code):
 def derivative_layer(z, h, n, code):
     """z[i] <- sigma'(z[i]) in place, given h[i] = sigma(z[i]); branch outside the loops."""
     if code == TANH:
+        one = z.dtype.type(1.0)  # float32 runs: a float32 loop (a float64 literal would promote it)
         for i in range(n):
-            z[i] = 1.0 - h[i] * h[i]
+            z[i] = one - h[i] * h[i]
     elif code == RELU:
         for i in range(n):
             z[i] = 1.0 if z[i] > 0.0 else 0.0
