@@ -7,7 +7,8 @@ through one code generator, and checked against the simulator.
 
 Modules: ``symbolic`` (activations and losses, defined once), ``codegen`` (SymPy -> njit/ufunc),
 ``network`` (per-unit derivations and their numeric evaluation), ``kernels`` (expectations at
-initialisation), ``lazy`` (linearised training; theory against a run file), ``statements``,
+initialisation), ``lazy`` (linearised training; theory against a run file), ``statements``, ``aging`` (late-time
+asymptotics of a saturating output),
 ``derivations`` (the printable derivations, ``derive``), ``cli`` (``dynsim derive``). See docs/theory.md.
 
 The names below are loaded on first use, so that ``dynsim`` commands that do not derive anything
@@ -15,7 +16,7 @@ do not pay for importing SymPy.
 """
 import importlib
 
-QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements")
+QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements", "aging")
 
 _EXPORTS = {
     "symbolic": ("ACTIVATION_EXPRESSIONS", "LOSS_EXPRESSIONS", "activation", "loss"),
@@ -28,6 +29,7 @@ _EXPORTS = {
     "lazy": ("LazyPrediction", "LazyComparison", "mode_filters", "lazy_gd", "lazy_gradient_flow", "compare_lazy"),
     "statements": ("Statement", "AmplitudeLaw", "second_order_parity", "response_factorisation", "amplitude_law",
                    "sgd_moment_equations", "sgd_lazy_moments", "all_statements"),
+    "aging": ("AgingLaw", "QuantityAsymptotics", "aging_law"),
     "derivations": ("Derivation", "derive"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

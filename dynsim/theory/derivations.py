@@ -10,7 +10,8 @@ This is what ``dynsim derive`` prints and what scripts import:
 
 Quantities: gradients, ntk, response (to eta^2), kernel_init (expectation at initialisation, the
 infinite-width NTK for "ntk" scaling), lazy (linearised GD / gradient flow), statements (the
-analytic statements of ``statements.py``).
+analytic statements of ``statements.py``), aging (late-time exponents and first corrections of a
+saturating sigmoid output under squared error and cross-entropy, ``aging.py``).
 """
 import dataclasses
 
@@ -18,6 +19,8 @@ import sympy
 
 from . import QUANTITIES
 from . import symbolic as sym
+from .aging import LOSSES as AGING_LOSSES
+from .aging import aging_law
 from .codegen import GeneratedFunction
 from .kernels import closed_form_functions, gaussian_kernels, init_ntk_expression, sigma_a, sigma_b, sigma_w
 from .lazy import compiled_mode_filters, matrix_equations, mode_filters
@@ -30,7 +33,7 @@ from .statements import all_statements
 @dataclasses.dataclass(frozen=True)
 class Derivation:
     quantity: str
-    architecture: Architecture
+    architecture: Architecture | None  # None: the derivation does not depend on the network
     title: str
     equations: tuple[sympy.Eq, ...]
     definitions: tuple[sympy.Eq, ...] = ()
@@ -176,15 +179,37 @@ def _describe(arch: Architecture) -> str:
     return ", ".join(parts)
 
 
+def _aging(losses: tuple[str, ...], output: str) -> Derivation:
+    """Late-time asymptotics of a saturating output (``aging.aging_law``) for each loss."""
+    equations, notes = [], ["gradient flow of one logit z, target 1, constant kernel K, tau = eta t; "
+                            "T = K tau + C with C from z(0) = z_0; the same for every hidden activation"]
+    for loss in losses:
+        law = aging_law(loss, output)
+        equations += law.equations()
+        parts = ", ".join(f"{q.name} ~ tau^({q.exponent})" for q in law.quantities)
+        notes.append(f"[{loss} loss, {output} output] F(u) ~ ({law.c}) u^{law.m}, u = e^z: {parts}; "
+                     "each line below is leading * (1 + first correction)")
+    return Derivation("aging", None, "saturation-driven aging: leading exponents and first corrections",
+                      tuple(equations), (), (), tuple(notes))
+
+
 _BUILDERS = {"gradients": _gradients, "ntk": _ntk, "response": _response, "kernel_init": _kernel_init,
-             "lazy": _lazy, "statements": _statements}
+             "lazy": _lazy, "statements": _statements, "aging": _aging}
 if tuple(_BUILDERS) != QUANTITIES:
     raise ImportError("dynsim.theory.QUANTITIES and the derivations in derivations.py differ")
 
 
-def derive(quantity: str, activation: str, scaling: str = "ntk", hidden_bias: bool = True,
-           output_bias: bool = False) -> Derivation:
-    """The derivation of ``quantity`` for the simple network with these options."""
+def derive(quantity: str, activation: str | None = None, scaling: str = "ntk", hidden_bias: bool = True,
+           output_bias: bool = False, *, loss: str | None = None, output: str = "sigmoid") -> Derivation:
+    """The derivation of ``quantity`` for the simple network with these options.
+
+    ``aging`` depends on the loss and the output nonlinearity only (``loss`` None: both losses);
+    every other quantity needs the hidden ``activation``.
+    """
     if quantity not in _BUILDERS:
         raise ValueError(f"unknown quantity {quantity!r}; allowed: {', '.join(QUANTITIES)}")
+    if quantity == "aging":
+        return _aging((loss,) if loss else AGING_LOSSES, output)
+    if activation is None:
+        raise ValueError(f"quantity {quantity!r} needs an activation: one of {', '.join(sym.ACTIVATION_EXPRESSIONS)}")
     return _BUILDERS[quantity](Architecture(activation, scaling, hidden_bias, output_bias))
