@@ -68,7 +68,11 @@ def test_float32_trainers_follow_the_float64_numpy_replay(training):
     assert not np.array_equal(theta, params64.astype(np.float32))
 
 
-def test_float32_run_writes_float32_parameters_and_tracks_the_float64_loss(tmp_path):
+def test_float32_run_writes_float32_parameters_and_tracks_the_float64_loss(tmp_path, monkeypatch):
+    import dynsim.engine
+
+    # observables of a float32 run are measured in float64 blocks of replicas: two blocks here
+    monkeypatch.setattr(dynsim.engine, "_MEASURE_BLOCK", 4)
     base = dict(run=dict(replicas=6, steps=600), training=dict(method="sgd", batch_size=1, eta=0.05),
                 record=dict(n_records=12, observables=["loss_train", "param_norm"]))
     runs = {}
@@ -90,6 +94,9 @@ def test_float32_run_writes_float32_parameters_and_tracks_the_float64_loss(tmp_p
         assert loss64[-1].mean() < 0.5 * loss64[0].mean()  # training happened
         # 600 SGD steps in float32: the loss tracks the float64 run to 1e-4 relative (measured 3e-6)
         np.testing.assert_allclose(loss32, loss64, rtol=1e-4)
+        # |theta| at the last record is the norm of the stored float32 parameters, in float64
+        final = f32["params/final"][...].astype(np.float64)
+        np.testing.assert_allclose(f32["observables/param_norm"][-1], np.linalg.norm(final, axis=1), rtol=1e-14)
         assert "precision = \"float32\"" in f32["config"][()].decode()
 
 

@@ -29,6 +29,7 @@ from .schedule import schedule, two_time_grid
 
 # Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
 _CHUNK_WORK = 2e8
+_MEASURE_BLOCK = 16384  # replicas per float64 block when measuring a float32 run
 
 
 @dataclasses.dataclass
@@ -86,8 +87,22 @@ class Simulation:
                              self.trainer_floats, self.config.run.seed, s0, s1, status, failed_step)
 
     def measure(self, params, buffers):
+        if params.dtype != np.float64:
+            self._measure_in_float64(params, buffers)
+            return
         self.backend.measure(params, self.data, self.model_ints, self.model_floats, self.loss_code,
                              self.config.training.eta, self.class_threshold, buffers, fragility=self.fragility)
+
+    def _measure_in_float64(self, params, buffers):
+        """Observables of a float32 run: computed in float64 from its parameters, a block of replicas
+        at a time, by the float64 kernels (no float32 copies of them to compile, and no float64 copy of
+        a large ensemble: a block is at most _MEASURE_BLOCK replicas)."""
+        for r0 in range(0, params.shape[0], _MEASURE_BLOCK):
+            r1 = min(params.shape[0], r0 + _MEASURE_BLOCK)
+            block = {name: values[r0:r1] for name, values in buffers.items()}
+            self.backend.measure(params[r0:r1].astype(np.float64), self.data, self.model_ints, self.model_floats,
+                                 self.loss_code, self.config.training.eta, self.class_threshold, block,
+                                 fragility=self.fragility)
 
     @property
     def host_observables(self) -> bool:
