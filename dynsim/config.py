@@ -10,9 +10,9 @@ import dataclasses
 import hashlib
 import math
 import tomllib
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 from .integrators import TrainerSpec
 from .models.simple import SimpleNet
