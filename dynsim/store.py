@@ -401,7 +401,7 @@ def _two_time_grid(steps, per_record, waits, lags, replicas) -> np.ndarray:
     return out
 
 
-def _open_for_reading(path: Path) -> h5py.File:
+def open_for_reading(path: Path) -> h5py.File:
     """Open read-only; a file whose SWMR writer is still running (or died) opens in SWMR-read mode.
 
     Only that case is retried in SWMR mode: SWMR readers retry failed metadata reads for a long
@@ -430,7 +430,7 @@ class RunReader:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a dynsim HDF5 file")
         try:
-            self._h5 = _open_for_reading(self.path)
+            self._h5 = open_for_reading(self.path)
         except OSError as exc:
             kind = "empty" if self.path.stat().st_size == 0 else "not an HDF5 file, or truncated"
             raise StoreError(f"{self.path}: cannot open as HDF5 ({kind}): {exc}") from None
