@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dynsim.store import RunReader
+from dynsim.store import EXPERIMENT_CHAIN, RunReader, file_experiment
 from dynsim.sweep import is_sweep_file, sweep_points
 
 from . import quantities as q
+from .chain import chain_section
 from .collapse import best_collapse
 from .fits import compare_decay_models, fit_power_law
 
@@ -322,15 +323,20 @@ def write_report(paths, out_dir, *, window=None) -> Path:
     """Write figures and ``report.md`` for ``paths`` into ``out_dir``; returns the markdown path.
 
     A merged sweep file (``dynsim sweep``) gets a table of its points and heat maps of the final
-    loss and the fitted response exponent over its first two axes."""
+    loss and the fitted response exponent over its first two axes; a max-norm chain file
+    (``dynsim run`` of a maxnorm_chain config) gets the collapse, distance, norm-growth, wormhole
+    and flip-label figures of ``analysis.chain``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweeps = [p for p in paths if is_sweep_file(p)]
-    paths = [p for p in paths if p not in sweeps]
+    chains = [p for p in paths if p not in sweeps and file_experiment(p) == EXPERIMENT_CHAIN]
+    paths = [p for p in paths if p not in sweeps and p not in chains]
     summaries = [summarise_run(p, out_dir, window) for p in paths]
     text = ["# dynsim analysis report", ""]
     for p in sweeps:
         text += _sweep_section(_plt(), p, out_dir, window)
+    for p in chains:
+        text += chain_section(p, out_dir, _plt()).lines
     for s in summaries:
         text += s.lines
     if len(summaries) > 1:

@@ -44,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     import dataclasses
 
-    from .config import load_config
+    from .chain_experiment import ChainConfig, load_experiment
     from .engine import Simulation, install_signal_handlers
 
-    config = load_config(args.config)
+    config = load_experiment(args.config)
+    if isinstance(config, ChainConfig):
+        return _run_chain(config, args)
     if args.backend:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, backend=args.backend))
     if args.output:
@@ -58,6 +60,22 @@ def _cmd_run(args) -> int:
     sim = Simulation(config)
     install_signal_handlers()
     result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
+    return _report(result, output, args.quiet)
+
+
+def _run_chain(config, args) -> int:
+    from .chain_experiment import run_chain
+    from .engine import install_signal_handlers
+
+    if args.backend == "cuda":
+        print("dynsim: error: the maxnorm_chain experiment runs on the CPU only; drop --backend cuda",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    output = Path(args.output) if args.output else Path(args.config).with_suffix(".h5")
+    if not args.output:
+        print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
+    install_signal_handlers()
+    result = run_chain(config, output, overwrite=args.overwrite, progress=not args.quiet)
     return _report(result, output, args.quiet)
 
 
@@ -81,11 +99,15 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .store import RunReader
+    from .store import EXPERIMENT_CHAIN, ChainReader, RunReader, file_experiment
     from .sweep import describe_sweep, is_sweep_file
 
     if is_sweep_file(args.file):
         print(describe_sweep(args.file))
+        return EXIT_OK
+    if file_experiment(args.file) == EXPERIMENT_CHAIN:
+        with ChainReader(args.file) as reader:
+            print(reader.config_text if args.config else reader.summary())
         return EXIT_OK
     with RunReader(args.file) as reader:
         print(reader.config_text if args.config else reader.summary())

@@ -37,6 +37,7 @@ STREAM_INIT = 0        # initial parameters
 STREAM_BATCH = 1       # SGD sample indices (with replacement)
 STREAM_NOISE = 2       # Langevin / SDE Gaussian increments
 STREAM_PERMUTATION = 3  # epoch shuffles (SGD without replacement)
+STREAM_CHAIN = 4       # candidate rows of the max-norm chain (step = layer)
 
 #: Steps are addressed with 48 bits of the counter.
 MAX_STEPS = 2 ** 48

@@ -449,6 +449,9 @@ class RunReader:
     def _validate(self):
         if self.file.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a dynsim run (no format='dynsim' attribute)")
+        if self.file.attrs.get("experiment", "run") != "run":
+            raise StoreError(f"{self.path} is a dynsim {self.file.attrs['experiment']} file, not a training run: "
+                             "'dynsim info' and 'analysis report' read it")
         version = int(self.file.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path} has dynsim format_version {version}; this dynsim reads "
@@ -606,4 +609,257 @@ class RunReader:
         if st["code"] == STATUS_RUNNING:
             lines.append("            (still being written, or its process was stopped: "
                          "'dynsim resume' continues it from the checkpoint)")
+        return "\n".join(lines)
+
+
+# -- the max-norm chain experiment ------------------------------------------------------------
+#
+# Layout of a chain file (same root attributes, /config and /status code/message as a run)::
+#
+#     /                       attrs: format="dynsim", format_version, experiment="maxnorm_chain", versions, ...
+#     /model                  attrs: kind="maxnorm_chain", width, candidates, depth, selection, layer_output
+#     /inputs/train, message  [width]: the training input u (key a of the wormhole) and the message m
+#     /inputs/probes          [probe, width]: the test inputs v (key b of the wormhole)
+#     /inputs/probe_group     [probe] int8, attrs names: index -> group name ("data", "negated", "noise")
+#     /chain/layer, replica, probe       dimension scales
+#     /chain/train_log_gain   [layer, replica]: log |W_l e_{l-1}| of the training input (layer 0: log |u|)
+#     /chain/NAME             [layer, replica, probe] for NAME in dynsim.models.chain.MEASURES;
+#                             NaN where a replica is not written yet
+#     /status/replicas_done   scalar: replicas 0..replicas_done-1 are complete (the commit point)
+EXPERIMENT_CHAIN = "maxnorm_chain"
+CHAIN_MEASURE_DOCS = {
+    "angular_distance": ("1", "d = angle(H_l u, H_l v) / pi in [0, 1] (2 atan2(|a-b|, |a+b|) / pi of the unit vectors)"),
+    "cosine": ("1", "cos(H_l u, H_l v)"),
+    "sign_distance": ("1", "fraction of the k components whose signs (> 0 or not) differ between H_l u and H_l v"),
+    "log_gain": ("log(input units)", "log |W_l e_{l-1}(v)| (layer 0: log |v|); linear chain: log |H_L v| is the "
+                                     "cumulative sum"),
+    "wormhole_error": ("1", "|m_hat - m| / |m|, m_hat = (m - alpha H_l v/|H_l v|) + alpha H_l u/|H_l u|"),
+}
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; give a file name for the output")
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path} already exists; pass --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the output directory {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise StoreError(f"cannot write to directory {path.parent}: permission denied; choose another -o")
+
+
+class ChainWriter:
+    """Creates a max-norm chain file and writes it block of replicas by block (SWMR mode).
+
+    Every dataset is created at its full size up front; a block of replicas is written, then
+    committed by ``/status/replicas_done``, so a killed run keeps every committed replica.
+    """
+
+    def __init__(self, path, *, config, inputs, measures, overwrite=False):
+        self.path = Path(path)
+        _prepare_output(self.path, overwrite)
+        self.config = config
+        model, n_probes = config.model, inputs.probes.shape[0]
+        self.replicas = config.run.replicas
+        layers = model.depth + 1
+        self.measures = tuple(measures)
+        need = (len(self.measures) * n_probes + 1) * layers * self.replicas * 8
+        free = shutil.disk_usage(self.path.parent).free
+        if need // 2 > free:  # gzip at best halves float64 data of this kind
+            raise StoreError(f"the output needs about {need / 2**30:.2f} GiB but {self.path.parent} has "
+                             f"{free / 2**30:.2f} GiB free; use fewer replicas or probes, or write elsewhere with -o")
+        partial = self.path.with_name(self.path.name + ".partial")
+        try:
+            self.file = h5py.File(partial, "w", libver=_LIBVER)
+        except OSError as exc:
+            raise StoreError(f"cannot create {partial}: {exc}") from None
+        f = self.file
+        f.attrs.update(dict(format=FORMAT, format_version=FORMAT_VERSION, experiment=EXPERIMENT_CHAIN,
+                            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                            git_commit=_git_commit(), backend="cpu", device="cpu", n_replicas=self.replicas,
+                            **_versions()))
+        f.create_dataset("config", data=config.to_toml(), dtype=h5py.string_dtype())
+        f["config"].attrs["sha256"] = config.digest()
+        f.create_group("model").attrs.update(model.attributes())
+        g = f.create_group("inputs")
+        g.attrs["source"] = config.inputs.source
+        g.create_dataset("train", data=inputs.train)
+        g.create_dataset("message", data=inputs.message)
+        g.create_dataset("probes", data=inputs.probes)
+        g.create_dataset("probe_group", data=inputs.probe_group.astype(np.int8))
+        g["probe_group"].attrs["names"] = ",".join(inputs.group_names)
+        c = f.create_group("chain")
+        c.attrs["alpha"] = config.wormhole.alpha
+        scales = {"layer": c.create_dataset("layer", data=np.arange(layers, dtype=np.int64)),
+                  "replica": c.create_dataset("replica", data=np.arange(self.replicas, dtype=np.int64)),
+                  "probe": c.create_dataset("probe", data=np.arange(n_probes, dtype=np.int64))}
+        for name, ds in scales.items():
+            ds.make_scale(name)
+        filt = dict(compression="gzip", shuffle=True)
+        per_replica = max(1, layers * n_probes * 8)
+        reps = max(1, min(self.replicas, _CHUNK_BYTES // per_replica))
+        ds = c.create_dataset("train_log_gain", shape=(layers, self.replicas), dtype=np.float64, fillvalue=np.nan,
+                              chunks=(layers, max(1, min(self.replicas, 4096))), **filt)
+        ds.attrs.update(dict(units="log(input units)", dims="layer,replica",
+                             description="log |W_l e_{l-1}| of the training input (layer 0: log |u|)"))
+        for axis, dim in enumerate(("layer", "replica")):
+            ds.dims[axis].attach_scale(scales[dim])
+        for name in self.measures:
+            ds = c.create_dataset(name, shape=(layers, self.replicas, n_probes), dtype=np.float64, fillvalue=np.nan,
+                                  chunks=(layers, reps, max(1, n_probes)), **filt)
+            units, doc = CHAIN_MEASURE_DOCS[name]
+            ds.attrs.update(dict(units=units, description=doc, dims="layer,replica,probe"))
+            for axis, dim in enumerate(("layer", "replica", "probe")):
+                ds.dims[axis].attach_scale(scales[dim])
+        st = f.create_group("status")
+        st.create_dataset("code", data=np.bytes_(b""), dtype=f"S{_CODE_BYTES}")
+        st.create_dataset("message", data=np.bytes_(b""), dtype=f"S{_MESSAGE_BYTES}")
+        st.create_dataset("replicas_done", data=np.int64(0))
+        self.set_status(STATUS_RUNNING, "chain construction started")
+        f.swmr_mode = True
+        f.flush()
+        os.replace(partial, self.path)
+        self.replicas_done = 0
+
+    def write_block(self, first: int, train_log_gain: np.ndarray, measures: np.ndarray):
+        """Write replicas first..first+B-1 ([layers, B] and [measure, layers, B, probes]), then commit them."""
+        if first != self.replicas_done:
+            raise StoreError(f"replicas are written in order: expected block at {self.replicas_done}, got {first}")
+        last = first + train_log_gain.shape[1]
+        c = self.file["chain"]
+        c["train_log_gain"][:, first:last] = train_log_gain
+        for i, name in enumerate(self.measures):
+            c[name][:, first:last, :] = measures[i]
+        self.file.flush()
+        self.file["status/replicas_done"][()] = last
+        self.file.flush()
+        self.replicas_done = last
+
+    def set_status(self, code: str, message: str):
+        st = self.file["status"]
+        st["code"][()] = np.bytes_(code.encode()[:_CODE_BYTES])
+        st["message"][()] = np.bytes_(message.encode()[:_MESSAGE_BYTES])
+
+    def close(self):
+        if getattr(self, "file", None) is not None and self.file.id.valid:
+            self.file.flush()
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def file_experiment(path) -> str:
+    """'maxnorm_chain' for a chain file, 'run' for a training run (or a file that is neither: the
+    readers then say what is wrong)."""
+    try:
+        with open_for_reading(Path(path)) as f:
+            return str(f.attrs.get("experiment", "run"))
+    except (OSError, ValueError):
+        return "run"
+
+
+class ChainReader:
+    """Read access to a max-norm chain file: committed replicas only."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such file")
+        try:
+            self.file = open_for_reading(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open as HDF5 (not an HDF5 file, or truncated): {exc}") from None
+        try:
+            if self.file.attrs.get("format") != FORMAT or self.file.attrs.get("experiment") != EXPERIMENT_CHAIN:
+                raise StoreError(f"{self.path} is not a dynsim max-norm chain file (no experiment='maxnorm_chain')")
+            for required in ("config", "model", "inputs/probes", "chain/train_log_gain", "status/replicas_done"):
+                if required not in self.file:
+                    raise StoreError(f"{self.path} is incomplete: '/{required}' is missing")
+            self.replicas_done = int(self.file["status/replicas_done"][()])
+        except StoreError:
+            self.file.close()
+            raise
+        except (OSError, KeyError, ValueError) as exc:
+            self.file.close()
+            raise StoreError(f"{self.path} is damaged or incomplete: {exc}") from None
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.file.attrs)
+
+    @property
+    def config_text(self) -> str:
+        raw = self.file["config"][()]
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def config(self):
+        from .chain_experiment import parse_chain_config
+
+        return parse_chain_config(self.config_text, f"{self.path}:/config")
+
+    @property
+    def model_attrs(self) -> dict:
+        return dict(self.file["model"].attrs)
+
+    @property
+    def alpha(self) -> float:
+        return float(self.file["chain"].attrs["alpha"])
+
+    @property
+    def status(self) -> dict:
+        st = self.file["status"]
+        return dict(code=st["code"][()].decode(), message=st["message"][()].decode(), replicas_done=self.replicas_done)
+
+    def inputs(self) -> dict:
+        g = self.file["inputs"]
+        names = str(g["probe_group"].attrs["names"]).split(",")
+        return dict(train=g["train"][()], message=g["message"][()], probes=g["probes"][()],
+                    probe_group=g["probe_group"][()].astype(np.int64), group_names=names, source=str(g.attrs["source"]))
+
+    @property
+    def measure_names(self) -> list[str]:
+        c = self.file["chain"]
+        return [n for n in c if c[n].attrs.get("dims") == "layer,replica,probe"]
+
+    def train_log_gain(self) -> np.ndarray:
+        """[layer, replica] of the committed replicas."""
+        return self.file["chain/train_log_gain"][:, : self.replicas_done]
+
+    def measure(self, name: str, layers=slice(None)) -> np.ndarray:
+        """[layer, replica, probe] of one measure, committed replicas only."""
+        if name not in self.measure_names:
+            raise StoreError(f"{self.path} has no chain measure '{name}'; it has: {', '.join(self.measure_names)}")
+        return self.file["chain"][name][layers, : self.replicas_done, :]
+
+    def summary(self) -> str:
+        a, m, st = self.attrs, self.model_attrs, self.status
+        inputs = self.inputs()
+        groups = np.bincount(inputs["probe_group"], minlength=len(inputs["group_names"]))
+        lines = [
+            f"file        {self.path}",
+            f"format      {a['format']} v{a['format_version']} ({a['experiment']}), dynsim {a.get('dynsim_version')}, "
+            f"created {a.get('created')}, commit {a.get('git_commit')}",
+            f"model       maxnorm_chain: k={m['width']} n={m['candidates']} depth={m['depth']} "
+            f"selection={m['selection']} layer_output={m['layer_output']}",
+            f"inputs      source {inputs['source']}; probes "
+            + ", ".join(f"{name} {count}" for name, count in zip(inputs["group_names"], groups) if count),
+            f"replicas    {self.replicas_done}/{a.get('n_replicas')} written; wormhole alpha {self.alpha:g}",
+            "measures    [layer, replica, probe]: " + ", ".join(self.measure_names),
+            f"status      {st['code']}: {st['message']}",
+        ]
         return "\n".join(lines)

@@ -318,3 +318,7 @@ def _check_stop():
     if _STOP_REQUESTED.is_set():
         _STOP_REQUESTED.clear()
         raise KeyboardInterrupt
+
+
+#: For other long jobs (the chain experiment): KeyboardInterrupt once SIGINT/SIGTERM was received.
+raise_if_stop_requested = _check_stop

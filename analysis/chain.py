@@ -1,0 +1,211 @@
+"""Analysis of max-norm chain files (the wormhole paper's collapse, degeneracy and wormhole).
+
+Pure functions of the arrays that ``dynsim.store.ChainReader`` returns ([layer, replica, probe]
+measures), and ``chain_section``, which draws the figures and writes the report lines:
+
+* collapse: mean |cos(H_l u, H_l v)| against depth, per probe group;
+* the angular distance d = angle / pi: histograms at several depths (unimodal at 0.5 at the input
+  for random probes, split towards {0, 1} with depth) and the fraction of probes within 0.05 of
+  0 or 1 ("collapsed");
+* norm growth: the training input's squared gain per layer against the exact expectation of
+  ``dynsim.theory.chain`` (sum of squares of the k selected of n standard normal scores);
+* the wormhole: recovery error |m_hat - m| / |m| against depth;
+* the flip-label experiment: d of the data probes and of their negatives, and their
+  decidability index |mu1 - mu2| / sqrt((s1^2 + s2^2) / 2) against depth.
+"""
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+COLLAPSED_WITHIN = 0.05  # d within this of 0 or 1 counts as collapsed onto +-H u
+
+
+def decidability(a, b) -> float:
+    """|mu_a - mu_b| / sqrt((s_a^2 + s_b^2) / 2) of two samples of scores (NaNs ignored); NaN if both are constant."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"decidability needs at least two finite scores in each sample, got {a.size} and {b.size}")
+    spread = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2.0)
+    if spread == 0.0:
+        return float("nan") if a.mean() == b.mean() else float("inf")
+    return float(abs(a.mean() - b.mean()) / spread)
+
+
+def _nan_quiet(func, values, axis=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return func(values, axis=axis)
+
+
+def mean_abs_cosine(cosine: np.ndarray, mask=None) -> np.ndarray:
+    """[layer]: mean over replicas and (masked) probes of |cos|."""
+    values = np.abs(cosine if mask is None else cosine[..., mask])
+    return _nan_quiet(np.nanmean, values.reshape(values.shape[0], -1), axis=1)
+
+
+def collapsed_fraction(distance: np.ndarray, mask=None, within: float = COLLAPSED_WITHIN) -> np.ndarray:
+    """[layer]: fraction of (replica, probe) pairs whose d is within ``within`` of 0 or 1."""
+    d = distance if mask is None else distance[..., mask]
+    d = d.reshape(d.shape[0], -1)
+    finite = np.isfinite(d)
+    hit = finite & ((d <= within) | (d >= 1.0 - within))
+    return hit.sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+
+
+def squared_gain(train_log_gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer l >= 1: mean over replicas of |W_l e_{l-1}|^2 and its standard error ([layer - 1] each)."""
+    s = np.exp(2.0 * train_log_gain[1:])
+    n = s.shape[1]
+    return s.mean(axis=1), s.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.full(s.shape[0], np.nan)
+
+
+def flip_label_decidability(distance: np.ndarray, groups: np.ndarray, first=0, second=1) -> np.ndarray:
+    """[layer]: decidability between the d of probe group ``first`` (data) and ``second`` (negated)."""
+    a, b = distance[..., groups == first], distance[..., groups == second]
+    return np.array([decidability(a[layer], b[layer]) for layer in range(distance.shape[0])])
+
+
+def median_band(values: np.ndarray, mask=None) -> np.ndarray:
+    """[3, layer]: 10 %, 50 %, 90 % quantiles over replicas and (masked) probes."""
+    v = values if mask is None else values[..., mask]
+    return _nan_quiet(lambda x, axis: np.nanquantile(x, [0.1, 0.5, 0.9], axis=axis), v.reshape(v.shape[0], -1), axis=1)
+
+
+@dataclasses.dataclass
+class ChainSummary:
+    path: str
+    label: str
+    lines: list
+    numbers: dict
+
+
+def _layers_to_show(depth: int) -> list[int]:
+    picks = sorted({0, 1, 2, 4, depth // 2, depth})
+    return [p for p in picks if p <= depth]
+
+
+def chain_section(path, out_dir, plt) -> ChainSummary:
+    """Figures and report lines of one chain file."""
+    out_dir = Path(out_dir)
+    from dynsim.store import ChainReader
+    from dynsim.theory.chain import expected_squared_gain
+
+    with ChainReader(path) as rd:
+        m, status, inputs = rd.model_attrs, rd.status, rd.inputs()
+        if rd.replicas_done < 2:
+            raise ValueError(f"{path}: {rd.replicas_done} chains written; a report needs at least 2")
+        cosine = rd.measure("cosine")
+        distance = rd.measure("angular_distance")
+        wormhole = rd.measure("wormhole_error")
+        gains = rd.train_log_gain()
+        alpha = rd.alpha
+    stem = Path(path).stem
+    depth, k, n = int(m["depth"]), int(m["width"]), int(m["candidates"])
+    groups, names = inputs["probe_group"], inputs["group_names"]
+    present = [(g, names[g]) for g in range(len(names)) if np.any(groups == g)]
+    label = f"maxnorm_chain k={k} n={n} L={depth} {m['selection']}/{m['layer_output']} ({inputs['source']})"
+    layers = np.arange(depth + 1)
+    numbers = {}
+    lines = [f"## {stem}: {label}", "",
+             f"{rd.replicas_done} chains ({status['code']}), probes: "
+             + ", ".join(f"{name} {int(np.sum(groups == g))}" for g, name in present) + ".", ""]
+    figures = []
+
+    # collapse
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for g, name in present:
+        curve = mean_abs_cosine(cosine, groups == g)
+        ax.plot(layers, curve, "o-", ms=3, label=f"{name}: mean |cos|")
+        numbers[f"mean_abs_cos_{name}"] = curve
+        frac = collapsed_fraction(distance, groups == g)
+        numbers[f"collapsed_fraction_{name}"] = frac
+    ax.set(xlabel="layer l", ylabel="mean |cos(H_l u, H_l v)|", title="collapse of output features", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    figures.append(_save(plt, fig, out_dir / f"{stem}_collapse.png"))
+    lines.append("| layer | " + " | ".join(f"mean abs cos ({name}) | collapsed ({name})" for _, name in present) + " |")
+    lines.append("|---" * (1 + 2 * len(present)) + "|")
+    for layer in _layers_to_show(depth):
+        cells = []
+        for _, name in present:
+            cells += [f"{numbers[f'mean_abs_cos_{name}'][layer]:.4f}", f"{numbers[f'collapsed_fraction_{name}'][layer]:.3f}"]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    lines += ["", f"(collapsed: d within {COLLAPSED_WITHIN} of 0 or 1, d = angle / pi.)", ""]
+
+    # d histograms
+    shown = _layers_to_show(depth)
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.6), sharey=True)
+    bins = np.linspace(0, 1, 41)
+    for ax, layer in zip(np.atleast_1d(axes), shown):
+        for g, name in present:
+            d = distance[layer][:, groups == g].ravel()
+            ax.hist(d[np.isfinite(d)], bins=bins, density=True, histtype="step", label=name)
+        ax.set(title=f"l = {layer}", xlabel="d")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    figures.append(_save(plt, fig, out_dir / f"{stem}_distance_hist.png"))
+
+    # norm growth against the exact expectation
+    mean_s, se_s = squared_gain(gains)
+    theory = expected_squared_gain(k, n, m["selection"])
+    numbers["squared_gain"] = (mean_s, se_s, theory)
+    pooled = float(mean_s.mean())
+    pooled_se = float(np.exp(2.0 * gains[1:]).std(ddof=1) / np.sqrt(gains[1:].size))
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.errorbar(layers[1:], mean_s, yerr=se_s, fmt="o", ms=3, label="simulated mean, +-1 s.e.")
+    ax.axhline(theory, color="k", ls="--", label=f"exact E[S] = {theory:.4g}")
+    ax.set(xlabel="layer l", ylabel="|W_l e_(l-1)|^2 (training input)", title="norm growth per layer")
+    ax.legend(fontsize=8)
+    figures.append(_save(plt, fig, out_dir / f"{stem}_norm_growth.png"))
+    lines.append(f"Squared norm gain per layer of the training input: simulated {pooled:.5g} +- {pooled_se:.2g} "
+                 f"(mean over {gains[1:].size} layer-replicas), exact expectation {theory:.5g} "
+                 f"(deviation {(pooled - theory) / pooled_se:+.2f} s.e.); norm growth factor about "
+                 f"{np.sqrt(theory):.4g} per layer.")
+    lines.append("")
+
+    # wormhole
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    lines.append(f"Wormhole recovery error |m_hat - m| / |m| (alpha = {alpha:g}), median over chains and probes:")
+    lines.append("")
+    lines.append("| layer | " + " | ".join(name for _, name in present) + " |")
+    lines.append("|---" * (1 + len(present)) + "|")
+    for g, name in present:
+        band = median_band(wormhole, groups == g)
+        numbers[f"wormhole_{name}"] = band
+        ax.plot(layers, band[1], "o-", ms=3, label=f"{name} (median)")
+        ax.fill_between(layers, band[0], band[2], alpha=0.2)
+    for layer in shown:
+        lines.append(f"| {layer} | " + " | ".join(f"{numbers[f'wormhole_{name}'][1][layer]:.3g}" for _, name in present)
+                     + " |")
+    ax.set(yscale="log", xlabel="layer l", ylabel="|m_hat - m| / |m|", title="wormhole recovery error")
+    ax.legend(fontsize=8)
+    figures.append(_save(plt, fig, out_dir / f"{stem}_wormhole.png"))
+    lines.append("")
+
+    # flip-label
+    if np.any(groups == 0) and np.any(groups == 1):
+        dec = flip_label_decidability(distance, groups)
+        numbers["flip_decidability"] = dec
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.4))
+        ax0.plot(layers, dec, "o-", ms=3)
+        ax0.set(xlabel="layer l", ylabel="decidability", title="data vs negated probes")
+        for name, g in (("data", 0), ("negated", 1)):
+            d = distance[depth][:, groups == g].ravel()
+            ax1.hist(d[np.isfinite(d)], bins=bins, density=True, histtype="step", label=name)
+        ax1.set(xlabel="d at the last layer", title=f"l = {depth}")
+        ax1.legend(fontsize=8)
+        figures.append(_save(plt, fig, out_dir / f"{stem}_flip_label.png"))
+        lines.append("Flip-label experiment: decidability of d between the data probes and their negatives, "
+                     + ", ".join(f"l = {layer}: {dec[layer]:.3g}" for layer in shown) + ".")
+        lines.append("")
+    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    return ChainSummary(str(path), label, lines, numbers)
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
