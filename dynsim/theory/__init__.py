@@ -9,6 +9,8 @@ Modules: ``symbolic`` (activations and losses, defined once), ``codegen`` (SymPy
 ``network`` (per-unit derivations and their numeric evaluation), ``kernels`` (expectations at
 initialisation), ``lazy`` (linearised training; theory against a run file), ``statements``, ``aging`` (late-time
 asymptotics of a saturating output),
+``chain`` (the max-norm chain of the wormhole paper: exact gain per layer, collapse of the output
+directions, the maximum-likelihood reading of the selection),
 ``derivations`` (the printable derivations, ``derive``), ``cli`` (``dynsim derive``). See docs/theory.md.
 
 The names below are loaded on first use, so that ``dynsim`` commands that do not derive anything
@@ -16,7 +18,9 @@ do not pay for importing SymPy.
 """
 import importlib
 
-QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements", "aging")
+QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements", "aging", "selection_mle")
+# the quantities that do not depend on the simple network's hidden activation
+ACTIVATION_FREE_QUANTITIES = ("aging", "selection_mle")
 
 _EXPORTS = {
     "symbolic": ("ACTIVATION_EXPRESSIONS", "LOSS_EXPRESSIONS", "activation", "loss"),
@@ -30,10 +34,12 @@ _EXPORTS = {
     "statements": ("Statement", "AmplitudeLaw", "second_order_parity", "response_factorisation", "amplitude_law",
                    "sgd_moment_equations", "sgd_lazy_moments", "all_statements"),
     "aging": ("AgingLaw", "QuantityAsymptotics", "aging_law"),
+    "chain": ("SELECTIONS", "SelectionMLE", "expected_squared_gain", "asymptotic_squared_gain", "collapse_factor",
+              "perpendicular_to_parallel_ratios", "selection_likelihood"),
     "derivations": ("Derivation", "derive"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = ["QUANTITIES", *_WHERE]
+__all__ = ["QUANTITIES", "ACTIVATION_FREE_QUANTITIES", *_WHERE]
 
 
 def __getattr__(name):

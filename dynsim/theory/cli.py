@@ -6,7 +6,7 @@ it. SymPy is imported only when the command runs, so that other commands stay fa
 import sys
 
 from ..models.activations import ACTIVATIONS
-from . import QUANTITIES
+from . import ACTIVATION_FREE_QUANTITIES, QUANTITIES
 
 # the choices of the aging derivation (kept here so that the parser needs no SymPy)
 AGING_LOSSES = ("squared", "cross_entropy")
@@ -18,11 +18,12 @@ def register(subparsers):
     p = subparsers.add_parser("derive", help="print the analytic NTK, response, kernels or lazy solution "
                                              "of the simple network (SymPy)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS),
-                   help="hidden activation (needed by every quantity but aging)")
+                   help="hidden activation (needed by every quantity but aging and selection_mle)")
     p.add_argument("--quantity", required=True, choices=QUANTITIES,
                    help="gradients | ntk | response (to eta^2) | kernel_init (expectation at "
                         "initialisation) | lazy (linearised GD) | statements | aging (late-time exponents "
-                        "and first corrections of a saturating output)")
+                        "and first corrections of a saturating output) | selection_mle (max-norm chain of the "
+                        "wormhole paper: the selection's MLE k/n and per-row -log2 L = H2(k/n))")
     p.add_argument("--loss", choices=AGING_LOSSES, default=None, help="aging: one loss (default: both)")
     p.add_argument("--output", choices=AGING_OUTPUTS, default="sigmoid", help="aging: output nonlinearity "
                                                                               "(default sigmoid)")
@@ -42,7 +43,7 @@ def register(subparsers):
 def run_derive(args) -> int:
     from .derivations import derive
 
-    if args.quantity != "aging" and args.activation is None:
+    if args.quantity not in ACTIVATION_FREE_QUANTITIES and args.activation is None:
         sys.stderr.write(f"dynsim derive: error: --quantity {args.quantity} needs --activation "
                          f"({', '.join(ACTIVATIONS)})\n")
         return 2

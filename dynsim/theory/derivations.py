@@ -11,7 +11,8 @@ This is what ``dynsim derive`` prints and what scripts import:
 Quantities: gradients, ntk, response (to eta^2), kernel_init (expectation at initialisation, the
 infinite-width NTK for "ntk" scaling), lazy (linearised GD / gradient flow), statements (the
 analytic statements of ``statements.py``), aging (late-time exponents and first corrections of a
-saturating sigmoid output under squared error and cross-entropy, ``aging.py``).
+saturating sigmoid output under squared error and cross-entropy, ``aging.py``), selection_mle
+(the maximum-likelihood reading of the max-norm chain of the wormhole paper, ``chain.py``).
 """
 import dataclasses
 
@@ -21,6 +22,7 @@ from . import QUANTITIES
 from . import symbolic as sym
 from .aging import LOSSES as AGING_LOSSES
 from .aging import aging_law
+from .chain import selection_likelihood
 from .codegen import GeneratedFunction
 from .kernels import closed_form_functions, gaussian_kernels, init_ntk_expression, sigma_a, sigma_b, sigma_w
 from .lazy import compiled_mode_filters, matrix_equations, mode_filters
@@ -193,8 +195,27 @@ def _aging(losses: tuple[str, ...], output: str) -> Derivation:
                       tuple(equations), (), (), tuple(notes))
 
 
+def _selection_mle() -> Derivation:
+    """The maximum-likelihood reading of the max-norm chain's selection (``chain.selection_likelihood``)."""
+    mle = selection_likelihood()
+    if mle.entropy_difference != 0:  # the identity below is printed as proved; refuse otherwise
+        raise ArithmeticError(f"-log2 L(theta*)/n - H2(k/n) simplified to {mle.entropy_difference}, not 0")
+    q = sympy.Eq(mle.q, mle.k / mle.n)
+    return Derivation("selection_mle", None,
+                      "max-norm chain (wormhole paper): maximum likelihood of keeping k of n candidate rows",
+                      mle.equations(), (q,), (),
+                      ("each of n candidate rows is kept with probability theta, k are kept (the k largest |y_i| "
+                       "or most negative y_i of y = R x)",
+                       "the score vanishes at theta* = k/n (SymPy solve), where the second derivative "
+                       f"{sympy.sstr(mle.second_derivative)} < 0 for 0 < k < n: a maximum",
+                       "per row, -log2 L(theta*) / n equals the binary entropy H2(k/n) (SymPy simplify of the "
+                       "difference: 0)",
+                       "the chain's gain and collapse factor are numbers: dynsim.theory.chain."
+                       "expected_squared_gain, collapse_factor"))
+
+
 _BUILDERS = {"gradients": _gradients, "ntk": _ntk, "response": _response, "kernel_init": _kernel_init,
-             "lazy": _lazy, "statements": _statements, "aging": _aging}
+             "lazy": _lazy, "statements": _statements, "aging": _aging, "selection_mle": _selection_mle}
 if tuple(_BUILDERS) != QUANTITIES:
     raise ImportError("dynsim.theory.QUANTITIES and the derivations in derivations.py differ")
 
@@ -204,12 +225,14 @@ def derive(quantity: str, activation: str | None = None, scaling: str = "ntk", h
     """The derivation of ``quantity`` for the simple network with these options.
 
     ``aging`` depends on the loss and the output nonlinearity only (``loss`` None: both losses);
-    every other quantity needs the hidden ``activation``.
+    ``selection_mle`` on nothing; every other quantity needs the hidden ``activation``.
     """
     if quantity not in _BUILDERS:
         raise ValueError(f"unknown quantity {quantity!r}; allowed: {', '.join(QUANTITIES)}")
     if quantity == "aging":
         return _aging((loss,) if loss else AGING_LOSSES, output)
+    if quantity == "selection_mle":
+        return _selection_mle()
     if activation is None:
         raise ValueError(f"quantity {quantity!r} needs an activation: one of {', '.join(sym.ACTIVATION_EXPRESSIONS)}")
     return _BUILDERS[quantity](Architecture(activation, scaling, hidden_bias, output_bias))
