@@ -69,6 +69,49 @@ def flip_label_decidability(distance: np.ndarray, groups: np.ndarray, first=0, s
     return np.array([decidability(a[layer], b[layer]) for layer in range(distance.shape[0])])
 
 
+def angle_to_axis(distance: np.ndarray) -> np.ndarray:
+    """The angle (radians) between H_l v and the nearer of +-H_l u: pi min(d, 1 - d)."""
+    return np.pi * np.minimum(distance, 1.0 - distance)
+
+
+def angle_decay(distance: np.ndarray, first_layer: int, *, floor: float = 1e-12, n_boot: int = 200,
+                seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Per-layer factor by which the median angle to +-H_l u shrinks, and a 95 % bootstrap interval.
+
+    Least squares of log median angle against l over layers first_layer.. (those whose median is
+    above ``floor``: below it the angle is rounding); the interval resamples chains.
+    """
+    theta = angle_to_axis(distance)
+    layers = np.arange(distance.shape[0])
+
+    def factor(th):
+        med = _nan_quiet(np.nanmedian, th.reshape(th.shape[0], -1), axis=1)
+        use = (layers >= first_layer) & (med > floor)
+        if use.sum() < 2:
+            return float("nan")
+        return float(np.exp(np.polyfit(layers[use], np.log(med[use]), 1)[0]))
+
+    rng = np.random.default_rng(seed)
+    replicas = distance.shape[1]
+    boot = [factor(theta[:, rng.integers(0, replicas, replicas)]) for _ in range(n_boot)]
+    return factor(theta), tuple(np.nanquantile(boot, [0.025, 0.975]))
+
+
+def typical_angle_factor(k: int, train_log_gain: np.ndarray) -> float:
+    """Prediction for ``angle_decay`` of a linear chain at small angles: exp((E log chi^2_{k-1} - E log S) / 2).
+
+    At small angles one layer maps tan^2 theta to about chi^2_{k-1} / S (``dynsim.theory.chain``), so
+    the typical (median) angle shrinks by exp(E[log chi^2_{k-1}] / 2 - E[log S] / 2) per layer,
+    with E[log chi^2_{k-1}] = psi((k - 1) / 2) + log 2 exactly and E[log S] (no closed form known to
+    us) measured from the training input's own gains, log S = 2 log |W_l e_{l-1}|: a prediction of
+    the probes' angles from data that never involve a probe.
+    """
+    from scipy.special import digamma
+
+    mean_log_s = 2.0 * float(np.mean(train_log_gain[1:]))
+    return float(np.exp(0.5 * (digamma((k - 1) / 2.0) + np.log(2.0) - mean_log_s)))
+
+
 def median_band(values: np.ndarray, mask=None) -> np.ndarray:
     """[3, layer]: 10 %, 50 %, 90 % quantiles over replicas and (masked) probes."""
     v = values if mask is None else values[..., mask]
@@ -164,21 +207,41 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
                  f"(deviation {(pooled - theory) / pooled_se:+.2f} s.e.); norm growth factor about "
                  f"{np.sqrt(theory):.4g} per layer.")
     lines.append("")
+    if m["layer_output"] in ("linear", "normalised") and depth >= 4:
+        from dynsim.theory.chain import collapse_factor
 
-    # wormhole
+        fitted, (lo, hi) = angle_decay(distance, depth // 2)
+        typical = typical_angle_factor(k, gains)
+        ratio = float(np.sqrt(collapse_factor(k, n, m["selection"])))
+        numbers["angle_decay"] = (fitted, lo, hi, typical, ratio)
+        lines.append(f"Collapse rate: the median angle between H_l v and +-H_l u shrinks per layer by {fitted:.4f} "
+                     f"[{lo:.4f}, {hi:.4f}] (fit over l = {depth // 2}..{depth}, 95 % bootstrap over chains); "
+                     f"typical-chain prediction exp((E log chi2_(k-1) - E log S)/2) = {typical:.4f} (E log S from the "
+                     f"training input's gains), ratio-of-expectations sqrt((k-1)/E[S]) = {ratio:.4f}.")
+        lines.append("")
+
+    # wormhole: keys that end on the training input's side (d < 1/2 at the last layer) are the
+    # ones it joins; keys collapsing onto -H u give |a - b| -> 2, error -> 2 alpha / |m|
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    lines.append(f"Wormhole recovery error |m_hat - m| / |m| (alpha = {alpha:g}), median over chains and probes:")
+    lines.append(f"Wormhole recovery error |m_hat - m| / |m| (alpha = {alpha:g}), median over the (chain, key) "
+                 "pairs that end on the training input's side (d < 1/2 at the last layer), and that share:")
     lines.append("")
     lines.append("| layer | " + " | ".join(name for _, name in present) + " |")
     lines.append("|---" * (1 + len(present)) + "|")
     for g, name in present:
-        band = median_band(wormhole, groups == g)
+        same_side = distance[depth][:, groups == g] < 0.5
+        err = wormhole[..., groups == g][:, same_side]  # [layer, pairs]
+        share = float(same_side.mean())
+        band = median_band(err[:, :, None]) if err.shape[1] else np.full((3, depth + 1), np.nan)
         numbers[f"wormhole_{name}"] = band
-        ax.plot(layers, band[1], "o-", ms=3, label=f"{name} (median)")
+        numbers[f"wormhole_share_{name}"] = share
+        ax.plot(layers, band[1], "o-", ms=3, label=f"{name} keys (median, {share:.0%} of pairs)")
         ax.fill_between(layers, band[0], band[2], alpha=0.2)
     for layer in shown:
         lines.append(f"| {layer} | " + " | ".join(f"{numbers[f'wormhole_{name}'][1][layer]:.3g}" for _, name in present)
                      + " |")
+    lines.append("| share of pairs | " + " | ".join(f"{numbers[f'wormhole_share_{name}']:.3f}" for _, name in present)
+                 + " |")
     ax.set(yscale="log", xlabel="layer l", ylabel="|m_hat - m| / |m|", title="wormhole recovery error")
     ax.legend(fontsize=8)
     figures.append(_save(plt, fig, out_dir / f"{stem}_wormhole.png"))
