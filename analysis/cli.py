@@ -16,11 +16,14 @@ def main(argv=None) -> int:
     rep.add_argument("-o", "--output", default="report", help="output directory (default: ./report)")
     rep.add_argument("--window", nargs=2, type=float, metavar=("T0", "T1"),
                      help="fit window in time t (default: the last two decades, [t_end/100, t_end])")
+    rep.add_argument("--transfer", action="store_true",
+                     help="classification runs: craft FGSM/PGD examples on every replica and report their transfer "
+                          "to the others, with gradient and NTK alignment")
     args = parser.parse_args(argv)
     from .report import write_report
 
     try:
-        md = write_report(args.runs, args.output, window=args.window)
+        md = write_report(args.runs, args.output, window=args.window, transfer=args.transfer)
     except StoreError as exc:
         print(f"analysis: error: {exc}", file=sys.stderr)
         return 2

@@ -149,18 +149,22 @@ def summarise_run(path, out_dir: Path, window=None) -> RunSummary:
             axes[1].invert_xaxis()
             figures.append(_save(fig, out_dir / f"{stem}_features.png"))
         if "input_grad_norm" in names:
+            # flip_distance is recorded with input_grad_norm by default, but a config may list either alone
             gn = np.nanmean(rd.observable("input_grad_norm"), axis=2)
-            flip = rd.observable("flip_distance")
-            finite = np.where(np.isfinite(flip), flip, np.nan)
             numbers["input_grad_norm_final"] = float(np.nanmean(gn[-1]))
-            numbers["flip_fraction_final"] = float(np.mean(np.isfinite(flip[-1])))
-            numbers["flip_distance_final"] = float(_nanmean(finite[-1], None)) if np.any(np.isfinite(flip[-1])) else math.inf
-            lines.append(f"- fragility at the end: mean |df/dx| {numbers['input_grad_norm_final']:.4g}; "
-                         f"{100 * numbers['flip_fraction_final']:.0f}% of probes flip within the search range, "
-                         f"at mean distance {numbers['flip_distance_final']:.4g}")
+            text = f"- fragility at the end: mean |df/dx| {numbers['input_grad_norm_final']:.4g}"
             fig, ax = plt.subplots(figsize=(5, 3.6))
             _band_plot(ax, t, gn, "|df/dx| (probe mean)")
-            _band_plot(ax, t, _nanmean(finite, axis=2), "flip distance (finite, probe mean)")
+            if "flip_distance" in names:
+                flip = rd.observable("flip_distance")
+                finite = np.where(np.isfinite(flip), flip, np.nan)
+                numbers["flip_fraction_final"] = float(np.mean(np.isfinite(flip[-1])))
+                numbers["flip_distance_final"] = (float(_nanmean(finite[-1], None)) if np.any(np.isfinite(flip[-1]))
+                                                  else math.inf)
+                text += (f"; {100 * numbers['flip_fraction_final']:.0f}% of probes flip within the search range, "
+                         f"at mean distance {numbers['flip_distance_final']:.4g}")
+                _band_plot(ax, t, _nanmean(finite, axis=2), "flip distance (finite, probe mean)")
+            lines.append(text)
             ax.set(xscale="log", xlabel="t", title="fragility")
             ax.legend()
             figures.append(_save(fig, out_dir / f"{stem}_fragility.png"))
@@ -319,13 +323,14 @@ def _sweep_section(plt, path, out_dir, window):
     return lines
 
 
-def write_report(paths, out_dir, *, window=None) -> Path:
+def write_report(paths, out_dir, *, window=None, transfer=False) -> Path:
     """Write figures and ``report.md`` for ``paths`` into ``out_dir``; returns the markdown path.
 
     A merged sweep file (``dynsim sweep``) gets a table of its points and heat maps of the final
     loss and the fitted response exponent over its first two axes; a max-norm chain file
     (``dynsim run`` of a maxnorm_chain config) gets the collapse, distance, norm-growth, wormhole
-    and flip-label figures of ``analysis.chain``."""
+    and flip-label figures of ``analysis.chain``. ``transfer``: also the adversarial transfer between
+    the replicas of each classification run (``analysis.transfer``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweeps = [p for p in paths if is_sweep_file(p)]
@@ -339,6 +344,11 @@ def write_report(paths, out_dir, *, window=None) -> Path:
         text += chain_section(p, out_dir, _plt()).lines
     for s in summaries:
         text += s.lines
+    if transfer:
+        from .transfer import transfer_section
+
+        for p in paths:
+            text += transfer_section(p, out_dir, _plt())[0]
     if len(summaries) > 1:
         extra, _ = compare_runs(_plt(), summaries, paths, out_dir)
         text += extra

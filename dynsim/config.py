@@ -89,7 +89,8 @@ class Config:
                                                      f"({task.n_train}), the size of the training set")
         if t.loss == "cross_entropy" and not (task.is_classification and task.labels == "pm1"):
             raise ConfigError("training.loss", "got 'cross_entropy'; it needs +1/-1 labels: use task.kind "
-                                               "'encoding' or 'random_labels' with task.labels = 'pm1', or loss 'squared'")
+                                               "'encoding', 'random_labels' or 'teacher_sign' with task.labels = 'pm1', or "
+                                               "loss 'squared'")
         if self.run.precision == "float32" and self.run.backend != "cpu":
             raise ConfigError("run.precision", f"got 'float32' with run.backend = {self.run.backend!r}; float32 "
                                                "runs on the CPU backend only: set run.backend = 'cpu' or "

@@ -45,6 +45,10 @@ def _input_gradient(theta, x, mi, mf, z, h, grad):
     return f
 
 
+#: Public name for other compiled code (adversarial examples): f(x) and d f / d x of one replica.
+input_gradient = _input_gradient
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _crossed(f, f0, threshold, classify, margin):
     if classify:

@@ -11,6 +11,11 @@ Tasks (as defined in dynsim):
   the M = 1 case of the encoding problem of the simple-network paper (see docs).
 * ``teacher``: x ~ N(0, I_D), y = teacher(x) + noise, the teacher a random simple network.
 * ``random_labels``: x ~ N(0, I_D), y = +-1 with equal probability, independent of x.
+* ``teacher_sign``: x ~ N(0, I_D), y = sign(teacher(x)) (+1 / -1, or 1 / 0): a classification task
+  with a curved decision boundary, the teacher a random simple network as for ``teacher``.
+
+``label_noise`` flips that fraction of the training labels of a classification task (chosen at
+random, exactly round(label_noise * n_train) of them); test labels stay clean.
 
 Probes (the inputs at which NTK and response are recorded) are a dense grid over the input domain
 when D = 1, random inputs otherwise. Sources (the samples whose one-step update defines the
@@ -25,7 +30,7 @@ from ..models.activations import ACTIVATIONS
 from ..models.simple import SimpleNet
 from ..spec import Section, option
 
-TASK_KINDS = ("encoding", "teacher", "random_labels")
+TASK_KINDS = ("encoding", "teacher", "random_labels", "teacher_sign")
 _TASK_TAG = {name: i for i, name in enumerate(TASK_KINDS)}
 
 
@@ -45,10 +50,12 @@ class TaskSpec(Section):
     teacher_activation: str = option(None, "str", "teacher: activation (default: the model's)",
                                      choices=tuple(ACTIVATIONS), optional=True)
     noise_std: float = option(0.0, "float", "teacher: std of Gaussian label noise", minimum=0.0)
+    label_noise: float = option(0.0, "float", "classification: fraction of training labels flipped", minimum=0.0,
+                                maximum=1.0)
 
     @property
     def is_classification(self) -> bool:
-        return self.kind in ("encoding", "random_labels")
+        return self.kind in ("encoding", "random_labels", "teacher_sign")
 
     def check(self):
         if self.n_sources > self.n_train:
@@ -56,6 +63,9 @@ class TaskSpec(Section):
                                    "sources are training samples")
         if self.labels == "01" and self.kind == "random_labels":
             self.fail("labels", "got '01'; random_labels uses +1/-1 labels only")
+        if self.label_noise > 0.0 and not self.is_classification:
+            self.fail("label_noise", f"got {self.label_noise}; label noise flips classes, and task.kind = "
+                                     f"{self.kind!r} is regression: use noise_std, or a classification task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +123,21 @@ def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed
             teacher = _simple_teacher(rng, d, task.teacher_width, task.teacher_activation or model_activation)
             y_train = teacher(x_train) + task.noise_std * rng.standard_normal(task.n_train)
             y_test = teacher(x_test) + task.noise_std * rng.standard_normal(task.n_test)
+        elif task.kind == "teacher_sign":
+            teacher = _simple_teacher(rng, d, task.teacher_width, task.teacher_activation or model_activation)
+            low = -1.0 if task.labels == "pm1" else 0.0
+            y_train = np.where(teacher(x_train) >= 0.0, 1.0, low)
+            y_test = np.where(teacher(x_test) >= 0.0, 1.0, low) if task.n_test else np.zeros(0)
         else:
             y_train = rng.choice([-1.0, 1.0], task.n_train)
             y_test = rng.choice([-1.0, 1.0], task.n_test)
+    if task.label_noise > 0.0:
+        # a separate stream, so that the same task without noise has the same inputs and clean labels
+        noise_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _TASK_TAG[task.kind], 1])))
+        flip = noise_rng.permutation(task.n_train)[: int(round(task.label_noise * task.n_train))]
+        low = -1.0 if task.labels == "pm1" else 0.0
+        y_train = np.array(y_train, dtype=np.float64)
+        y_train[flip] = np.where(y_train[flip] == 1.0, low, 1.0)
     source_index = np.unique(np.round(np.linspace(0, task.n_train - 1, task.n_sources)).astype(np.int64))
     if source_index.size < task.n_sources:  # only when n_sources is close to n_train
         source_index = np.arange(task.n_sources, dtype=np.int64)
