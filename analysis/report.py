@@ -17,6 +17,7 @@ from dynsim.sweep import is_sweep_file, sweep_points
 
 from . import quantities as q
 from .chain import chain_section
+from .saturation import SATURATING_LOSSES, saturation_section
 from .collapse import best_collapse
 from .fits import compare_decay_models, fit_power_law
 
@@ -168,6 +169,11 @@ def summarise_run(path, out_dir: Path, window=None) -> RunSummary:
             ax.set(xscale="log", xlabel="t", title="fragility")
             ax.legend()
             figures.append(_save(fig, out_dir / f"{stem}_fragility.png"))
+        if {"output", "ntk"} <= names and rd.training_attrs["loss"] in SATURATING_LOSSES:
+            new, nums, figs = saturation_section(rd, stem, out_dir, plt, window)
+            lines += new
+            numbers.update(nums)
+            figures += figs
         if rd.has_two_time:
             new, nums, figs = _two_time_section(plt, rd, stem, out_dir)
             lines += new

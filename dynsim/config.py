@@ -87,8 +87,8 @@ class Config:
         if t.batch_size is not None and t.batch_size > task.n_train:
             raise ConfigError("training.batch_size", f"got {t.batch_size}; must be <= task.n_train "
                                                      f"({task.n_train}), the size of the training set")
-        if t.loss == "cross_entropy" and not (task.is_classification and task.labels == "pm1"):
-            raise ConfigError("training.loss", "got 'cross_entropy'; it needs +1/-1 labels: use task.kind "
+        if t.loss in ("cross_entropy", "sigmoid_squared") and not (task.is_classification and task.labels == "pm1"):
+            raise ConfigError("training.loss", f"got {t.loss!r}; it needs +1/-1 labels: use task.kind "
                                                "'encoding', 'random_labels' or 'teacher_sign' with task.labels = 'pm1', or "
                                                "loss 'squared'")
         if self.run.precision == "float32" and self.run.backend != "cpu":

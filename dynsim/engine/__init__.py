@@ -24,7 +24,8 @@ from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunRe
 from ..tasks import make_dataset
 from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
 from ..observables import OBSERVABLES
-from ..observables.representation import measure_representation, two_time_update
+from ..observables import measure_on_host
+from ..observables.representation import two_time_update
 from .schedule import schedule, two_time_grid
 
 # Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
@@ -110,11 +111,8 @@ class Simulation:
         return self.backend.name != "cpu" and any(OBSERVABLES[n].cpu_only for n in self.config.observables)
 
     def measure_on_host(self, host_params, buffers):
-        classify, max_step, margin = self.fragility
-        measure_representation(host_params, self.data.x_probe, self.model_ints, self.model_floats,
-                               self.class_threshold, int(classify), float(max_step), float(margin),
-                               buffers["feature_spectrum"], buffers["effective_rank"], buffers["participation_ratio"],
-                               buffers["input_grad_norm"], buffers["flip_distance"])
+        measure_on_host(host_params, self.data, self.model_ints, self.model_floats, self.class_threshold, buffers,
+                        self.fragility)
 
     def two_time(self, step, host_params, snapshots, writer, buffers):
         """At a record: take the snapshot if ``step`` is a waiting time, then C and Delta against all taken."""

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from ..losses import loss_derivative, loss_value
 from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
-from .representation import measure_representation
+from .representation import measure_representation, probe_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,9 @@ OBSERVABLE_SPECS = (
     ObservableSpec("participation_ratio", (), "units",
                    "(sum lambda)^2 / sum lambda^2 of the feature covariance eigenvalues lambda_k = s_k^2 / n_probes "
                    "(biased low when n_probes is small: at most n_probes - 1)", cpu_only=True),
+    ObservableSpec("output", ("probe",), "output",
+                   "network output f(x_p) at each probe (the logit for the cross_entropy and sigmoid_squared losses)",
+                   cpu_only=True),
     # fragility on the probes
     ObservableSpec("input_grad_norm", ("probe",), "output / input", "|d f / d x| at each probe", cpu_only=True),
     ObservableSpec("flip_distance", ("probe",), "input units",
@@ -103,6 +106,13 @@ def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, frag
              data.y_source, mi, mf, loss_code, eta, class_threshold,
              buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"], buffers["accuracy_test"],
              buffers["param_norm"], buffers["ntk"], buffers["response"], buffers["response_linear"])
+    measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility)
+
+
+def measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
+    """The CPU-only observables (features, fragility, probe outputs): also for CUDA runs, on a host copy."""
+    if buffers["output"].size:
+        probe_outputs(params, data.x_probe, mi, mf, buffers["output"])
     if any(buffers[n].size for n in FEATURE_OBSERVABLES + FRAGILITY_OBSERVABLES):
         classify, max_step, margin = fragility
         measure_representation(params, data.x_probe, mi, mf, class_threshold, int(classify), float(max_step),

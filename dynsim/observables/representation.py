@@ -90,6 +90,17 @@ def measure_representation(params, x_probe, mi, mf, threshold, classify, max_ste
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
+def probe_outputs(params, x_probe, mi, mf, out):
+    """out[r, p] = f(x_p; theta_r): the network output (the logit of a sigmoid loss) at every probe."""
+    width = mi[MI_WIDTH]
+    for r in prange(params.shape[0]):
+        z = np.empty(width)
+        h = np.empty(width)
+        for p in range(x_probe.shape[0]):
+            out[r, p] = forward(params[r], x_probe[p], mi, mf, z, h)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
 def _features(params, x_probe, mi, mf, spectrum, erank, pratio):
     replicas = params.shape[0]
     width = mi[MI_WIDTH]

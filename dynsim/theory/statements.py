@@ -109,6 +109,9 @@ class AmplitudeLaw:
 
 
 _zs = sympy.Symbol("z", real=True)
+# the losses of the amplitude law, applied to an output o(z) (the simulator's sigmoid_squared is
+# "squared" on the "sigmoid" output here)
+AMPLITUDE_LOSSES = ("squared", "cross_entropy")
 _K = sympy.Symbol("K", positive=True)
 _tau = sympy.Symbol("tau", positive=True)
 _z0 = sympy.Symbol("z_0", real=True)
@@ -116,8 +119,8 @@ _z0 = sympy.Symbol("z_0", real=True)
 
 def _loss_in_logit(loss: str, output: str):
     """(l(z), error(z), o(z)) for target y = 1."""
-    if loss not in sym.LOSS_EXPRESSIONS or output not in OUTPUTS:
-        raise ValueError(f"loss must be one of {', '.join(sym.LOSS_EXPRESSIONS)} and output one of "
+    if loss not in AMPLITUDE_LOSSES or output not in OUTPUTS:
+        raise ValueError(f"loss must be one of {', '.join(AMPLITUDE_LOSSES)} and output one of "
                          f"{', '.join(OUTPUTS)}; got {loss!r}, {output!r}")
     sigmoid = sym.apply_activation("sigmoid", _zs)
     out = _zs if output == "identity" else sigmoid
@@ -220,7 +223,7 @@ def sgd_lazy_moments(ntk_train, residual0, eta_value: float, batch: int, steps) 
 def all_statements(activation: str | None = None) -> tuple[Statement, ...]:
     """Every statement, for display (``dynsim derive --quantity statements``)."""
     out = [second_order_parity(activation), response_factorisation()]
-    for loss in sym.LOSS_EXPRESSIONS:
+    for loss in AMPLITUDE_LOSSES:
         for output in OUTPUTS:
             out.append(amplitude_statement(loss, output))
     out.append(sgd_moment_equations())

@@ -47,6 +47,8 @@ ACTIVATION_EXPRESSIONS = {
 LOSS_EXPRESSIONS = {
     "squared": (f_sym - y_sym) ** 2 / 2,
     "cross_entropy": sympy.log(1 + sympy.exp(-y_sym * f_sym)),
+    # squared error of the sigmoid output against t = (1 + y) / 2, on the logit f (labels +-1)
+    "sigmoid_squared": (1 / (1 + sympy.exp(-f_sym)) - (1 + y_sym) / 2) ** 2 / 2,
 }
 
 if set(ACTIVATION_EXPRESSIONS) != set(ACTIVATIONS) or set(LOSS_EXPRESSIONS) != set(LOSSES):
