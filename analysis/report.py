@@ -17,6 +17,7 @@ from dynsim.sweep import is_sweep_file, sweep_points
 
 from . import quantities as q
 from .chain import chain_section
+from .plasticity import plasticity_section
 from .saturation import SATURATING_LOSSES, saturation_section
 from .collapse import best_collapse
 from .fits import compare_decay_models, fit_power_law
@@ -169,8 +170,13 @@ def summarise_run(path, out_dir: Path, window=None) -> RunSummary:
             ax.set(xscale="log", xlabel="t", title="fragility")
             ax.legend()
             figures.append(_save(fig, out_dir / f"{stem}_fragility.png"))
-        if {"output", "ntk"} <= names and rd.training_attrs["loss"] in SATURATING_LOSSES:
-            new, nums, figs = saturation_section(rd, stem, out_dir, plt, window)
+        if rd.training_attrs["loss"] in SATURATING_LOSSES:
+            if {"output", "ntk"} <= names:
+                new, nums, figs = saturation_section(rd, stem, out_dir, plt, window)
+                lines += new
+                numbers.update(nums)
+                figures += figs
+            new, nums, figs = plasticity_section(rd, stem, out_dir, plt)
             lines += new
             numbers.update(nums)
             figures += figs
