@@ -192,17 +192,41 @@ def run_chain(config: ChainConfig, path, *, overwrite: bool = False, progress: b
     Ctrl-C (or SIGTERM through dynsim's handlers) between blocks stops with status 'interrupted';
     the replicas written so far stay committed.
     """
-    model, seed, replicas = config.model, config.run.seed, config.run.replicas
     inputs = make_inputs(config)
     if not np.any(inputs.train):
         raise ConfigError("inputs.train_index", "the training input is the zero vector, which selects nothing; "
                                                 "choose another input")
+    writer = ChainWriter(path, config=config, inputs=inputs, measures=MEASURES, overwrite=overwrite)
+    return _build(config, inputs, writer, progress)
+
+
+def resume_chain(path, *, progress: bool | None = None) -> ChainResult:
+    """Build the replicas a chain file is missing (after a kill or an interrupt), from its own config.
+
+    Replica r's chain depends on (seed, r) only, so the resumed file equals an uninterrupted run's.
+    """
+    from .store import ChainReader, StoreError
+
+    with ChainReader(path) as reader:
+        config = reader.config()
+        stored = reader.inputs()
+    inputs = make_inputs(config)
+    if not (np.array_equal(stored["probes"], inputs.probes) and np.array_equal(stored["train"], inputs.train)):
+        raise StoreError(f"{path}: its stored inputs differ from the ones its config makes now (another dynsim "
+                         "version or data set?); rerun it instead of resuming")
+    return _build(config, inputs, ChainWriter.reopen(path, MEASURES), progress)
+
+
+def _build(config, inputs, writer, progress) -> ChainResult:
+    model, seed, replicas = config.model, config.run.seed, config.run.replicas
+    path = writer.path
     block = config.block_replicas
     show = progress if progress is not None else False
     start = time.perf_counter()
-    with ChainWriter(path, config=config, inputs=inputs, measures=MEASURES, overwrite=overwrite) as writer:
+    with writer:
+        writer.set_status("running", f"building chains from replica {writer.replicas_done}")
         try:
-            for first in range(0, replicas, block):
+            for first in range(writer.replicas_done, replicas, block):
                 raise_if_stop_requested()
                 count = min(block, replicas - first)
                 gains, measures = model.measure(seed, first, count, inputs.train, inputs.probes, inputs.message,

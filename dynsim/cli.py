@@ -91,6 +91,13 @@ def _report(result, output, quiet) -> int:
 def _cmd_resume(args) -> int:
     from .config import load_config
     from .engine import install_signal_handlers, resume
+    from .store import EXPERIMENT_CHAIN, file_experiment
+
+    if file_experiment(args.file) == EXPERIMENT_CHAIN:
+        from .chain_experiment import resume_chain
+
+        install_signal_handlers()
+        return _report(resume_chain(args.file, progress=not args.quiet), args.file, args.quiet)
 
     expect = load_config(args.config) if args.config else None
     install_signal_handlers()

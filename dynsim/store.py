@@ -657,6 +657,31 @@ class ChainWriter:
     committed by ``/status/replicas_done``, so a killed run keeps every committed replica.
     """
 
+    @classmethod
+    def reopen(cls, path, measures) -> "ChainWriter":
+        """Open an existing chain file to write its remaining replicas (``dynsim resume``); ``measures``
+        in the order of the blocks that will be written."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        try:
+            self.file = h5py.File(self.path, "r+", libver=_LIBVER)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path} for resuming: {exc}") from None
+        try:
+            if self.file.attrs.get("experiment") != EXPERIMENT_CHAIN:
+                raise StoreError(f"{self.path} is not a max-norm chain file")
+            self.replicas = int(self.file.attrs["n_replicas"])
+            self.measures = tuple(measures)
+            for name in self.measures:
+                if name not in self.file["chain"]:
+                    raise StoreError(f"it has no measure '{name}'")
+            self.replicas_done = int(self.file["status/replicas_done"][()])
+        except (StoreError, KeyError, OSError) as exc:
+            self.file.close()
+            raise StoreError(f"{self.path} cannot be resumed: {exc}") from None
+        self.file.swmr_mode = True
+        return self
+
     def __init__(self, path, *, config, inputs, measures, overwrite=False):
         self.path = Path(path)
         _prepare_output(self.path, overwrite)
