@@ -80,9 +80,9 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
     names = set(reader.observable_names)
     lines, numbers, figures = [], {}, []
     t = reader.times
-    if "output" in names and config.model.input_dim == 1:
+    if "output" in names and config.model.input_dim == 1 and config.model.outputs == 1:
         x_probe = reader.data().x_probe[:, 0]
-        pos = boundary_positions(x_probe, reader.observable("output"))
+        pos = boundary_positions(x_probe, reader.observable("output")[..., 0])  # one output: its sign
         keep = t > 0
         mid, speed = boundary_speed(t[keep], pos[keep])
         final = pos[-1]

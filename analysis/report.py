@@ -18,6 +18,7 @@ from dynsim.sweep import is_sweep_file, sweep_points
 from . import quantities as q
 from .chain import chain_section
 from .plasticity import plasticity_section
+from .regions import regions_section
 from .saturation import SATURATING_LOSSES, saturation_section
 from .collapse import best_collapse
 from .fits import compare_decay_models, fit_power_law
@@ -170,7 +171,12 @@ def summarise_run(path, out_dir: Path, window=None) -> RunSummary:
             ax.set(xscale="log", xlabel="t", title="fragility")
             ax.legend()
             figures.append(_save(fig, out_dir / f"{stem}_fragility.png"))
-        if rd.training_attrs["loss"] in SATURATING_LOSSES:
+        if "output" in names and rd.model_attrs.get("outputs", 1) > 1:
+            new, nums, figs = regions_section(rd, stem, out_dir, plt)
+            lines += new
+            numbers.update(nums)
+            figures += figs
+        elif rd.training_attrs["loss"] in SATURATING_LOSSES:
             if {"output", "ntk"} <= names:
                 new, nums, figs = saturation_section(rd, stem, out_dir, plt, window)
                 lines += new

@@ -88,7 +88,7 @@ def saturation_fits(reader, window=None) -> tuple[dict, tuple]:
                          f"(missing: {', '.join(missing) or 'none'}; loss {loss!r})")
     t = reader.times
     diagonal = np.diagonal(reader.observable("ntk"), axis1=2, axis2=3)
-    values = saturation_quantities(reader.observable("output"), diagonal, loss)
+    values = saturation_quantities(reader.observable("output")[..., 0], diagonal, loss)
     values["kernel"] = np.nanmean(diagonal, axis=2).T  # [replica, record]: K's own drift, for the report
     T = kernel_time(t, diagonal)
     keep = t > 0

@@ -16,7 +16,8 @@ import numpy as np
 
 from .integrators import TrainerSpec
 from .models.simple import SimpleNet
-from .observables import DEFAULT_OBSERVABLES, OBSERVABLES, TWO_TIME_OBSERVABLES
+from .observables import (DEFAULT_OBSERVABLES, MULTI_OUTPUT_ONLY, OBSERVABLES, SINGLE_OUTPUT_ONLY,
+                          TWO_TIME_OBSERVABLES)
 from .rng import MAX_STEPS
 from .spec import ConfigError, Section, option
 from .tasks import TaskSpec
@@ -99,6 +100,7 @@ class Config:
             raise ConfigError("run.precision", "got 'float32' with training.method = 'sde'; the SDE trainer "
                                                "integrates in float64 only: set run.precision = 'float64' or use "
                                                "a discrete trainer (gd, sgd, langevin)")
+        self._check_outputs()
         for name in self.record.observables or ():
             spec = OBSERVABLES[name]
             if spec.classification_only and not task.is_classification:
@@ -108,6 +110,29 @@ class Config:
                 raise ConfigError("record.observables", f"got {name!r}; it is a two-time quantity: set "
                                                         "record.two_time_waits > 0 (it is then recorded anyway)")
 
+    def _check_outputs(self):
+        """M > 1 outputs: the encoding task's one-hot regions, CPU discrete trainers in float64."""
+        outputs, listed = self.model.outputs, self.record.observables or ()
+        if outputs == 1:
+            for name in listed:
+                if name in MULTI_OUTPUT_ONLY:
+                    raise ConfigError("record.observables", f"got {name!r}; it is for model.outputs > 1: use "
+                                                            f"{MULTI_OUTPUT_ONLY[name]!r} with one output")
+            return
+        fix = "or set model.outputs = 1"
+        if self.task.kind != "encoding":
+            raise ConfigError("model.outputs", f"got {outputs} with task.kind = {self.task.kind!r}; M outputs need "
+                                               f"the M-region encoding task: set task.kind = 'encoding' {fix}")
+        if self.run.backend != "cpu" or self.run.precision != "float64" or self.training.method == "sde":
+            raise ConfigError("model.outputs", f"got {outputs}; M > 1 outputs run on the CPU backend, in float64, "
+                                               f"with the gd, sgd or langevin trainer {fix}")
+        for name in listed:
+            if name in SINGLE_OUTPUT_ONLY:
+                instead = SINGLE_OUTPUT_ONLY[name]
+                raise ConfigError("record.observables", f"got {name!r} with model.outputs = {outputs}; "
+                                  + (f"use {instead!r}, its M-output form" if instead else
+                                     "it is defined for one output only"))
+
     @property
     def observables(self) -> tuple[str, ...]:
         if self.record.observables is not None:
@@ -115,6 +140,8 @@ class Config:
         else:
             names = tuple(n for n in DEFAULT_OBSERVABLES
                           if self.task.is_classification or not OBSERVABLES[n].classification_only)
+            if self.model.outputs > 1:  # the M-output forms of the NTK and the response
+                names = tuple(dict.fromkeys(SINGLE_OUTPUT_ONLY.get(n) or n for n in names))
         if self.record.two_time_waits > 0:
             names += tuple(n for n in TWO_TIME_OBSERVABLES if n not in names)
         return names

@@ -118,7 +118,7 @@ class RunWriter:
         empty = np.zeros(0, dtype=np.int64)
         self.waits, self.lags = two_time if two_time is not None else (empty, empty)
         self._sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0], self.config.model.width,
-                                len(self.waits))
+                                len(self.waits), self.config.model.outputs)
         self.block_records = self.config.record.block_records
         self._pending: list[tuple[int, float, dict]] = []
         self.n_records = 0

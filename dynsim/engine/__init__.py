@@ -64,7 +64,8 @@ class Simulation:
         self.config = config.resolved()
         cfg = self.config
         self.backend = get_backend(cfg.run.backend)
-        self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed)
+        self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed,
+                                 outputs=cfg.model.outputs)
         self.model_ints, self.model_floats = cfg.model.kernel_arrays()
         self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train, cfg.model.n_params)
         self.waits, self.lags = two_time_grid(cfg.run.steps, cfg.record.two_time_waits, cfg.record.two_time_lags)
@@ -143,7 +144,7 @@ class Simulation:
         time_step = cfg.training.time_step
         status = np.where(failed_step >= 0, STATUS_NONFINITE, STATUS_OK).astype(np.int8)
         buffers = allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0],
-                           self.data.x_source.shape[0], cfg.model.width, len(self.waits))
+                           self.data.x_source.shape[0], cfg.model.width, len(self.waits), cfg.model.outputs)
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
         every = cfg.record.checkpoint_steps or cfg.run.steps + 1

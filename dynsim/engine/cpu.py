@@ -9,9 +9,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
-from ..integrators.discrete import discrete_step
+from ..integrators.discrete import discrete_step, discrete_step_outputs
 from ..integrators.sde import WORK_ROWS, sde_step
-from ..models.simple import MI_DIM, MI_WIDTH
+from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH
 from ..observables import measure
 
 STATUS_OK = 0
@@ -57,6 +57,32 @@ def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
+def _advance_outputs(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """The discrete trainers for M > 1 outputs (y flat [P * M]); float64."""
+    replicas = params.shape[0]
+    width, dim, n_train, n_out = mi[MI_WIDTH], mi[MI_DIM], x.shape[0], mi[MI_OUTPUTS]
+    n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    for r in prange(replicas):
+        if status[r] != STATUS_OK:
+            continue
+        z = np.empty(width)
+        h = np.empty(width)
+        g = np.empty(dim)
+        f = np.empty(n_out)
+        coefs = np.empty(n_out)
+        perm = np.empty(n_perm, dtype=np.int64)
+        perm_epoch = np.full(1, -1, dtype=np.int64)
+        theta = params[r]
+        for s in range(s0, s1):
+            if not discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, f, coefs, perm,
+                                         perm_epoch):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s
+                break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
 def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
     """The same for the continuous-time trainer (``integrators.sde``)."""
     replicas = params.shape[0]
@@ -83,9 +109,11 @@ class CpuBackend:
 
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
         kernel = _advance_sde if ti[TI_METHOD] == SDE_CODE else _advance
-        # the training data in the parameters' precision (no copy for float64)
+        if mi[MI_OUTPUTS] > 1:  # config validation keeps these runs float64 and discrete
+            kernel = _advance_outputs
+        # the training data in the parameters' precision (no copy for float64); targets flat [P * M]
         x = np.ascontiguousarray(data.x_train, dtype=params.dtype)
-        y = np.ascontiguousarray(data.y_train, dtype=params.dtype)
+        y = np.ascontiguousarray(data.y_train, dtype=params.dtype).reshape(-1)
         kernel(params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
 
     def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):

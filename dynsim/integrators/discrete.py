@@ -15,7 +15,8 @@ import math
 from numba import njit
 
 from ..losses import loss_derivative
-from ..models.simple import MI_DIM, add_gradient, descend_single_sample, forward
+from ..models.multi import add_gradient_outputs, forward_outputs
+from ..models.simple import MI_DIM, MI_OUTPUTS, add_gradient, descend_single_sample, forward
 from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
 from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
 
@@ -91,6 +92,45 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
     decay_t, eta_t = theta.dtype.type(decay), theta.dtype.type(eta)  # float32 runs: float32 loop
     for j in range(dim):
         theta[j] = decay_t * theta[j] - eta_t * g[j]
+    if noise > 0.0:
+        _add_noise(theta, dim, noise, seed, replica, step)
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, f, coefs, perm, perm_epoch):
+    """``discrete_step`` for M > 1 outputs: the per-sample loss is the sum over outputs of l(f_m, y_m),
+    y the flat targets [P * M] (row mu: y[mu * M + m]); f, coefs are scratch [M]. Float64 only.
+
+    No fused single-sample path: the gradient is accumulated, then applied (same update rule).
+    """
+    dim = mi[MI_DIM]
+    n_out = mi[MI_OUTPUTS]
+    n_train = x.shape[0]
+    batch = ti[TI_BATCH]
+    sampling = ti[TI_SAMPLING]
+    loss_code = ti[TI_LOSS]
+    eta = tf[TF_ETA]
+    decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
+    noise = tf[TF_NOISE_STD]
+    for j in range(dim):
+        g[j] = 0.0
+    count = n_train if sampling == _FULL else batch
+    coef = 1.0 / count if sampling == _FULL else 1.0 / batch
+    dl_sum = 0.0
+    for b in range(count):
+        mu = b if sampling == _FULL else _sample_index(seed, replica, step, b, batch, n_train, sampling, perm,
+                                                         perm_epoch)
+        forward_outputs(theta, x[mu], mi, mf, z, h, f)
+        for m in range(n_out):
+            dl = loss_derivative(f[m], y[mu * n_out + m], loss_code)
+            dl_sum += dl
+            coefs[m] = coef * dl
+        add_gradient_outputs(theta, x[mu], mi, mf, z, h, coefs, g)
+    if not math.isfinite(dl_sum):
+        return False
+    for j in range(dim):
+        theta[j] = decay * theta[j] - eta * g[j]
     if noise > 0.0:
         _add_noise(theta, dim, noise, seed, replica, step)
     return True

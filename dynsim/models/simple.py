@@ -1,6 +1,7 @@
-"""The simple network: one hidden layer, scalar output.
+"""The simple network: one hidden layer, one output (or M outputs sharing the hidden layer).
 
     f(x; theta) = s * sum_{i=1..N} a_i sigma(w_i . x + b_i) + c
+    f_m(x; theta) = s * sum_i a_{m,i} sigma(w_i . x + b_i) + c_m,   m = 1..M   (``outputs = M > 1``)
 
 with s = 1 ("standard" scaling, a_i ~ N(0, sigma_a^2 / N)) or s = 1/sqrt(N) ("ntk" scaling,
 a_i ~ N(0, sigma_a^2)); both give the same output distribution at initialisation, but different
@@ -21,7 +22,7 @@ from ..spec import Section, option
 from .activations import ACTIVATIONS, activate_layer, derivative_layer
 
 # Positions in the packed integer description ``model_ints`` that the kernels take.
-MI_ACTIVATION, MI_INPUT_DIM, MI_WIDTH, MI_OFF_B, MI_OFF_A, MI_OFF_C, MI_DIM = range(7)
+MI_ACTIVATION, MI_INPUT_DIM, MI_WIDTH, MI_OFF_B, MI_OFF_A, MI_OFF_C, MI_DIM, MI_OUTPUTS = range(8)
 # Positions in ``model_floats``.
 MF_OUTPUT_SCALE, MF_STD_W, MF_STD_B, MF_STD_A = range(4)
 
@@ -41,6 +42,8 @@ class SimpleNet(Section):
     bias_std: float = option(0.0, "float", "sigma_b: hidden biases ~ N(0, sigma_b^2)", minimum=0.0)
     output_std: float = option(1.0, "float", "sigma_a: output weights ~ N(0, sigma_a^2 / N) standard, N(0, sigma_a^2) ntk",
                                minimum=0.0)
+    outputs: int = option(1, "int", "M: outputs sharing the hidden layer (M > 1: the M-region encoding task, "
+                                    "one-hot targets, CPU discrete trainers in float64)", minimum=1, maximum=4096)
 
     @property
     def output_scale(self) -> float:
@@ -55,15 +58,18 @@ class SimpleNet(Section):
         blocks = [("W", (self.input_dim, self.width))]
         if self.hidden_bias:
             blocks.append(("b", (self.width,)))
-        blocks.append(("a", (self.width,)))
+        blocks.append(("a", (self.width,) if self.outputs == 1 else (self.outputs, self.width)))
         if self.output_bias:
-            blocks.append(("c", (1,)))
+            blocks.append(("c", (self.outputs,)))
         return tuple(blocks)
 
     @property
     def param_layout(self) -> str:
-        """The layout as written to HDF5, e.g. ``W:input_dim,width;b:width;a:width`` (C order)."""
-        dims = {"W": "input_dim,width", "b": "width", "a": "width", "c": "1"}
+        """The layout as written to HDF5, e.g. ``W:input_dim,width;b:width;a:width`` (C order;
+        ``a:outputs,width;c:outputs`` with M > 1 outputs)."""
+        multi = self.outputs > 1
+        dims = {"W": "input_dim,width", "b": "width", "a": "outputs,width" if multi else "width",
+                "c": "outputs" if multi else "1"}
         parts = [f"{name}:{dims[name]}" for name, _ in self.layout]
         return ";".join(parts)
 
@@ -96,7 +102,7 @@ class SimpleNet(Section):
         """The plain arrays the compiled kernels take: (model_ints, model_floats)."""
         off = self.offsets()
         ints = np.array([ACTIVATIONS[self.activation], self.input_dim, self.width, off.get("b", -1),
-                         off["a"], off.get("c", -1), off["dim"]], dtype=np.int64)
+                         off["a"], off.get("c", -1), off["dim"], self.outputs], dtype=np.int64)
         a_std = self.output_std if self.scaling == "ntk" else self.output_std / math.sqrt(self.width)
         floats = np.array([self.output_scale, self.weight_std / math.sqrt(self.input_dim), self.bias_std, a_std],
                           dtype=np.float64)
@@ -105,13 +111,23 @@ class SimpleNet(Section):
     def attributes(self) -> dict:
         """The ``/model`` attributes that let a file describe its model without dynsim."""
         return dict(kind=self.kind, activation=self.activation, input_dim=self.input_dim, width=self.width,
+                    outputs=self.outputs,
                     output_scale=self.output_scale, scaling=self.scaling, param_layout=self.param_layout,
                     n_params=self.n_params, hidden_bias=self.hidden_bias, output_bias=self.output_bias,
                     weight_std=self.weight_std, bias_std=self.bias_std, output_std=self.output_std,
-                    formula="f(x) = output_scale * sum_i a_i act(sum_d W[d,i] x_d + b_i) + c, W stored [input_dim, width]")
+                    formula="f(x) = output_scale * sum_i a_i act(sum_d W[d,i] x_d + b_i) + c, W stored [input_dim, width]"
+                            + ("; output m: a[m, i], c[m]" if self.outputs > 1 else ""))
 
-    def outputs(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector)."""
+    def evaluate(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector): [K], or [K, M]."""
+        if self.outputs == 1:
+            return self.outputs_of(theta, x)
+        from .multi import evaluate_outputs
+
+        return evaluate_outputs(self, theta, x)
+
+    def outputs_of(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector; first output)."""
         ints, floats = self.kernel_arrays()
         out = np.empty(x.shape[0])
         _outputs(np.ascontiguousarray(theta, dtype=np.float64), np.ascontiguousarray(x, dtype=np.float64),
@@ -137,8 +153,18 @@ def forward(theta, x, mi, mf, z, h):
     Every loop runs over hidden units with unit stride (W is stored [input_dim, width]) and the
     activation is applied in a separate loop, so that the compiler vectorises all of them.
     """
-    act, n_in, width = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH]
-    off_b, off_a, off_c = mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    width, off_a, off_c = mi[MI_WIDTH], mi[MI_OFF_A], mi[MI_OFF_C]
+    hidden_layer(theta, x, mi, z, h)
+    f = mf[MF_OUTPUT_SCALE] * _output_sum(theta, off_a, h, width)
+    if off_c >= 0:
+        f += theta[off_c]
+    return f
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def hidden_layer(theta, x, mi, z, h):
+    """Pre-activations z[N] and hidden activations h[N] of input x (shared by every output)."""
+    act, n_in, width, off_b = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B]
     if off_b >= 0:
         for i in range(width):
             z[i] = theta[off_b + i]
@@ -151,10 +177,12 @@ def forward(theta, x, mi, mf, z, h):
         for i in range(width):
             z[i] += theta[row + i] * xd
     activate_layer(z, h, width, act)
-    f = mf[MF_OUTPUT_SCALE] * _output_sum(theta, off_a, h, width)
-    if off_c >= 0:
-        f += theta[off_c]
-    return f
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def output_sum(theta, off_a, h, width):
+    """sum_i a_i h_i for the output weights starting at off_a (see ``_output_sum``)."""
+    return _output_sum(theta, off_a, h, width)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -248,6 +276,7 @@ def _outputs(theta, x, mi, mf, out):
 @njit(cache=True, error_model="numpy")
 def _init_params(seed, mi, mf, out):
     n_in, width, off_b, off_a, off_c = mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A], mi[MI_OFF_C]
+    n_out = mi[MI_OUTPUTS]
     for r in range(out.shape[0]):
         theta = out[r]
         for k in range(width * n_in):
@@ -255,6 +284,9 @@ def _init_params(seed, mi, mf, out):
         for i in range(width):
             if off_b >= 0:
                 theta[off_b + i] = mf[MF_STD_B] * normal_at(seed, r, STREAM_INIT, 1, i)
-            theta[off_a + i] = mf[MF_STD_A] * normal_at(seed, r, STREAM_INIT, 2, i)
+        # a[m, i] is draw m * width + i: output 0 draws what the one-output network draws
+        for k in range(n_out * width):
+            theta[off_a + k] = mf[MF_STD_A] * normal_at(seed, r, STREAM_INIT, 2, k)
         if off_c >= 0:
-            theta[off_c] = 0.0
+            for m in range(n_out):
+                theta[off_c + m] = 0.0

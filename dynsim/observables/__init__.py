@@ -15,7 +15,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..losses import loss_derivative, loss_value
-from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
+from ..models.multi import add_gradient_outputs, forward_outputs
+from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH, add_gradient, forward
 from .representation import measure_representation, probe_outputs
 
 
@@ -53,9 +54,16 @@ OBSERVABLE_SPECS = (
     ObservableSpec("participation_ratio", (), "units",
                    "(sum lambda)^2 / sum lambda^2 of the feature covariance eigenvalues lambda_k = s_k^2 / n_probes "
                    "(biased low when n_probes is small: at most n_probes - 1)", cpu_only=True),
-    ObservableSpec("output", ("probe",), "output",
-                   "network output f(x_p) at each probe (the logit for the cross_entropy and sigmoid_squared losses)",
+    ObservableSpec("output", ("probe", "output_index"), "output",
+                   "network outputs f_m(x_p) at each probe (logits for the cross_entropy and sigmoid_squared losses)",
                    cpu_only=True),
+    # M > 1 outputs: the NTK and the response gain output indices
+    ObservableSpec("ntk_outputs", ("probe", "probe2", "output_index", "output_index2"), "output^2 / parameter^2",
+                   "empirical NTK of M outputs Theta_mn(x_p, x_q) = grad f_m(x_p) . grad f_n(x_q) on the probes",
+                   expensive=True, cpu_only=True),
+    ObservableSpec("response_outputs", ("source", "probe", "output_index"), "output",
+                   "exact one-step response of every output f_m(x_p; theta + Delta theta_s) - f_m(x_p; theta), "
+                   "Delta theta_s = -eta sum_n l'(f_n(x_s), y_sn) grad f_n(x_s)", expensive=True, cpu_only=True),
     # fragility on the probes
     ObservableSpec("input_grad_norm", ("probe",), "output / input", "|d f / d x| at each probe", cpu_only=True),
     ObservableSpec("flip_distance", ("probe",), "input units",
@@ -77,15 +85,21 @@ FRAGILITY_OBSERVABLES = ("input_grad_norm", "flip_distance")
 TWO_TIME_OBSERVABLES = tuple(s.name for s in OBSERVABLE_SPECS if s.two_time)
 
 
-def dim_sizes(n_probes: int, n_sources: int, width: int = 0, n_waits: int = 0) -> dict[str, int]:
+#: observables of the one-output network that M > 1 outputs replace (or cannot have)
+SINGLE_OUTPUT_ONLY = {"ntk": "ntk_outputs", "response": "response_outputs", "response_linear": "response_outputs",
+                      "input_grad_norm": None, "flip_distance": None}
+MULTI_OUTPUT_ONLY = {"ntk_outputs": "ntk", "response_outputs": "response"}
+
+
+def dim_sizes(n_probes: int, n_sources: int, width: int = 0, n_waits: int = 0, outputs: int = 1) -> dict[str, int]:
     return {"probe": n_probes, "probe2": n_probes, "source": n_sources, "rank": min(n_probes, width),
-            "wait": n_waits}
+            "wait": n_waits, "output_index": outputs, "output_index2": outputs}
 
 
 def allocate(names, replicas: int, n_probes: int, n_sources: int, width: int = 0,
-             n_waits: int = 0) -> dict[str, np.ndarray]:
+             n_waits: int = 0, outputs: int = 1) -> dict[str, np.ndarray]:
     """Buffers for one record of every observable the kernels fill (unselected ones are empty)."""
-    sizes = dim_sizes(n_probes, n_sources, width, n_waits)
+    sizes = dim_sizes(n_probes, n_sources, width, n_waits, outputs)
     names = set(names)
     for group in ({"response", "response_linear"}, set(FEATURE_OBSERVABLES), set(FRAGILITY_OBSERVABLES)):
         if names & group:  # computed together by the kernels
@@ -102,6 +116,14 @@ def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, frag
 
     ``fragility`` = (classification flag, max step, regression margin) for ``flip_distance``.
     """
+    if mi[MI_OUTPUTS] > 1:
+        _measure_outputs(params, data.x_train, data.y_train.reshape(-1), data.x_test, data.y_test.reshape(-1),
+                         data.x_probe, data.x_source, data.y_source.reshape(-1), mi, mf, loss_code, eta,
+                         buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"],
+                         buffers["accuracy_test"], buffers["param_norm"], buffers["ntk_outputs"],
+                         buffers["response_outputs"])
+        measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility)
+        return
     _measure(params, data.x_train, data.y_train, data.x_test, data.y_test, data.x_probe, data.x_source,
              data.y_source, mi, mf, loss_code, eta, class_threshold,
              buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"], buffers["accuracy_test"],
@@ -112,7 +134,7 @@ def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, frag
 def measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
     """The CPU-only observables (features, fragility, probe outputs): also for CUDA runs, on a host copy."""
     if buffers["output"].size:
-        probe_outputs(params, data.x_probe, mi, mf, buffers["output"])
+        probe_outputs(params, data.x_probe, mi, mf, buffers["output"])  # [replica, probe, output]
     if any(buffers[n].size for n in FEATURE_OBSERVABLES + FRAGILITY_OBSERVABLES):
         classify, max_step, margin = fragility
         measure_representation(params, data.x_probe, mi, mf, class_threshold, int(classify), float(max_step),
@@ -186,3 +208,83 @@ def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi
                         k += grads[p, j] * g_src[j]
                     response_linear[r, s, p] = step * k
                     response[r, s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _loss_and_accuracy_outputs(theta, x, y, mi, mf, loss_code, z, h, f):
+    """Mean over samples of sum_m l(f_m, y_m), and the fraction with argmax_m f_m = argmax_m y_m."""
+    n, n_out = x.shape[0], mi[MI_OUTPUTS]
+    if n == 0:
+        return np.nan, np.nan
+    total, correct = 0.0, 0
+    for mu in range(n):
+        forward_outputs(theta, x[mu], mi, mf, z, h, f)
+        best, target = 0, 0
+        for m in range(n_out):
+            total += loss_value(f[m], y[mu * n_out + m], loss_code)
+            if f[m] > f[best]:
+                best = m
+            if y[mu * n_out + m] > y[mu * n_out + target]:
+                target = m
+        if best == target:
+            correct += 1
+    return total / n, correct / n
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _measure_outputs(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
+                     loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response):
+    """``_measure`` for M > 1 outputs (targets flat [P * M]): NTK [probe, probe2, m, n] and response
+    [source, probe, m]."""
+    replicas = params.shape[0]
+    dim, width, n_out = mi[MI_DIM], mi[MI_WIDTH], mi[MI_OUTPUTS]
+    n_probe, n_src = x_probe.shape[0], x_src.shape[0]
+    want_ntk = ntk.shape[1] > 0
+    want_response = response.shape[1] > 0
+    for r in prange(replicas):
+        theta = params[r]
+        z = np.empty(width)
+        h = np.empty(width)
+        f = np.empty(n_out)
+        coefs = np.zeros(n_out)
+        loss_train[r], acc_train[r] = _loss_and_accuracy_outputs(theta, x_train, y_train, mi, mf, loss_code, z, h, f)
+        loss_test[r], acc_test[r] = _loss_and_accuracy_outputs(theta, x_test, y_test, mi, mf, loss_code, z, h, f)
+        sq = 0.0
+        for j in range(dim):
+            sq += theta[j] * theta[j]
+        param_norm[r] = np.sqrt(sq)
+        if not (want_ntk or want_response):
+            continue
+        grads = np.zeros((n_probe, n_out, dim))
+        f_probe = np.empty((n_probe, n_out))
+        for p in range(n_probe):
+            for m in range(n_out):
+                forward_outputs(theta, x_probe[p], mi, mf, z, h, f_probe[p])
+                coefs[:] = 0.0
+                coefs[m] = 1.0
+                add_gradient_outputs(theta, x_probe[p], mi, mf, z, h, coefs, grads[p, m])
+        if want_ntk:
+            for p in range(n_probe):
+                for q in range(n_probe):
+                    for m in range(n_out):
+                        for n in range(n_out):
+                            k = 0.0
+                            for j in range(dim):
+                                k += grads[p, m, j] * grads[q, n, j]
+                            ntk[r, p, q, m, n] = k
+        if want_response:
+            g_src = np.empty(dim)
+            moved = np.empty(dim)
+            moved_f = np.empty(n_out)
+            for s in range(n_src):
+                g_src[:] = 0.0
+                forward_outputs(theta, x_src[s], mi, mf, z, h, f)
+                for m in range(n_out):
+                    coefs[m] = -eta * loss_derivative(f[m], y_src[s * n_out + m], loss_code)
+                add_gradient_outputs(theta, x_src[s], mi, mf, z, h, coefs, g_src)
+                for j in range(dim):
+                    moved[j] = theta[j] + g_src[j]
+                for p in range(n_probe):
+                    forward_outputs(moved, x_probe[p], mi, mf, z, h, moved_f)
+                    for m in range(n_out):
+                        response[r, s, p, m] = moved_f[m] - f_probe[p, m]

@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..models.activations import derivative_layer
-from ..models.simple import MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_WIDTH, forward
+from ..models.multi import forward_outputs
+from ..models.simple import MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_OUTPUTS, MI_WIDTH, forward
 
 _MARCH_STEPS = 64
 _BISECTIONS = 40
@@ -91,13 +92,16 @@ def measure_representation(params, x_probe, mi, mf, threshold, classify, max_ste
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def probe_outputs(params, x_probe, mi, mf, out):
-    """out[r, p] = f(x_p; theta_r): the network output (the logit of a sigmoid loss) at every probe."""
-    width = mi[MI_WIDTH]
+    """out[r, p, m] = f_m(x_p; theta_r): the network outputs (logits of a sigmoid loss) at every probe."""
+    width, n_out = mi[MI_WIDTH], mi[MI_OUTPUTS]
     for r in prange(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for p in range(x_probe.shape[0]):
-            out[r, p] = forward(params[r], x_probe[p], mi, mf, z, h)
+            if n_out == 1:
+                out[r, p, 0] = forward(params[r], x_probe[p], mi, mf, z, h)
+            else:
+                forward_outputs(params[r], x_probe[p], mi, mf, z, h, out[r, p])
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

@@ -98,11 +98,20 @@ def _simple_teacher(rng, input_dim: int, width: int, activation: str):
     blocks = teacher.unpack(theta)
     blocks["W"][...] = rng.standard_normal((width, input_dim)) / math.sqrt(input_dim)
     blocks["a"][...] = rng.standard_normal(width) / math.sqrt(width)
-    return lambda x: teacher.outputs(theta, x)
+    return lambda x: teacher.evaluate(theta, x)
 
 
-def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed: int) -> Dataset:
-    """Build the data of a task; deterministic in (task, input_dim, seed)."""
+def region_index(x: np.ndarray, regions: int) -> np.ndarray:
+    """Encoding task with M regions: the index of the region of each input, M equal slices of [0, 1]
+    along the first coordinate (edges k / M)."""
+    return np.minimum(regions - 1, np.floor(x[:, 0] * regions).astype(np.int64))
+
+
+def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed: int, outputs: int = 1) -> Dataset:
+    """Build the data of a task; deterministic in (task, input_dim, seed, outputs).
+
+    ``outputs`` = M > 1 (encoding task only): M regions, one-hot targets y [n, M] (+1 / -1, or 1 / 0).
+    """
     seed = run_seed if task.seed is None else task.seed
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _TASK_TAG[task.kind]])))
     d = input_dim
@@ -113,6 +122,10 @@ def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed
         low = -1.0 if task.labels == "pm1" else 0.0
 
         def label(x):
+            if outputs > 1:
+                onehot = np.full((x.shape[0], outputs), low)
+                onehot[np.arange(x.shape[0]), region_index(x, outputs)] = 1.0
+                return onehot
             return np.where(x[:, 0] >= task.boundary, 1.0, low)
         y_train, y_test = label(x_train), label(x_test)
     else:
@@ -143,5 +156,5 @@ def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed
         source_index = np.arange(task.n_sources, dtype=np.int64)
     return Dataset(np.ascontiguousarray(x_train, dtype=np.float64), np.ascontiguousarray(y_train, dtype=np.float64),
                    np.ascontiguousarray(x_test, dtype=np.float64).reshape(task.n_test, d),
-                   np.ascontiguousarray(y_test, dtype=np.float64),
+                   np.ascontiguousarray(y_test, dtype=np.float64).reshape((task.n_test,) + np.shape(y_train)[1:]),
                    np.ascontiguousarray(x_probe, dtype=np.float64), source_index)

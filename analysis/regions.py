@@ -1,0 +1,90 @@
+"""How a network with M outputs carves input space on the encoding task (#12; ../shared/papers/nakazato.md).
+
+From the recorded probe outputs f_m(x_p) (``output`` [record, replica, probe, output]):
+
+* the region map: argmax_m f_m(x_p) at every record (which output claims each probe);
+* for D = 1 inputs, the boundaries: between neighbouring grid probes where the argmax changes from
+  m to n, the zero of f_m - f_n by linear interpolation; a replica that has carved M regions in
+  order has M - 1 boundaries (NaN otherwise), to be compared with the task's edges k / M.
+"""
+from pathlib import Path
+
+import numpy as np
+
+
+def region_map(output: np.ndarray) -> np.ndarray:
+    """[record, replica, probe]: the output claiming each probe."""
+    return np.argmax(output, axis=-1)
+
+
+def region_boundaries(x_grid: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """[..., M - 1]: boundary positions along a 1-D probe grid, in increasing order; NaN where the
+    argmax does not run through 0, 1, ..., M - 1 exactly once each, in order."""
+    x_grid = np.asarray(x_grid, dtype=np.float64).ravel()
+    order = np.argsort(x_grid)
+    x, f = x_grid[order], np.asarray(output)[..., order, :]
+    m = f.shape[-1]
+    lead = f.shape[:-2]
+    flat_f = f.reshape((-1,) + f.shape[-2:])
+    out = np.full((flat_f.shape[0], m - 1), np.nan)
+    for i, g in enumerate(flat_f):
+        arg = np.argmax(g, axis=1)
+        change = np.flatnonzero(arg[1:] != arg[:-1])
+        if len(change) != m - 1 or not np.array_equal(arg[np.r_[0, change + 1]], np.arange(m)):
+            continue
+        for j, k in enumerate(change):
+            a, b = arg[k], arg[k + 1]
+            d0, d1 = g[k, a] - g[k, b], g[k + 1, a] - g[k + 1, b]  # d0 > 0 >= d1
+            out[i, j] = x[k] + (x[k + 1] - x[k]) * d0 / (d0 - d1) if d0 != d1 else x[k]
+    return out.reshape(lead + (m - 1,))
+
+
+def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[str]]:
+    """Region map over time and the boundaries against the task's edges (D = 1)."""
+    config = reader.config()
+    m = config.model.outputs
+    out = reader.observable("output")  # [record, replica, probe, M]
+    t = reader.times
+    x_probe = reader.data().x_probe
+    lines, numbers, figures = [], {}, []
+    maps = region_map(out)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    keep = t > 0
+    order = np.argsort(x_probe[:, 0])
+    ax.pcolormesh(x_probe[order, 0], t[keep], maps[keep][:, 0][:, order], cmap="tab10", vmin=0, vmax=9,
+                  shading="nearest")
+    ax.set(yscale="log", xlabel="x (first coordinate)", ylabel="t", title=f"region map, replica 0 (M = {m})")
+    for k in range(1, m):
+        ax.axvline(k / m, color="w", ls=":", lw=0.8)
+    figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions.png"))
+    if config.model.input_dim == 1:
+        bounds = region_boundaries(x_probe, out)  # [record, replica, M - 1]
+        edges = np.arange(1, m) / m
+        final = bounds[-1]
+        carved = np.all(np.isfinite(final), axis=1)
+        numbers["boundaries_final"] = final
+        numbers["carved_fraction"] = float(carved.mean())
+        err = np.abs(final[carved] - edges) if carved.any() else np.full((1, m - 1), np.nan)
+        numbers["boundary_error_max"] = float(np.max(err))
+        lines.append(f"- regions: {carved.sum()}/{len(carved)} replicas carve the {m} regions in order at the end; "
+                     f"boundaries (mean over them) "
+                     + ", ".join(f"{v:.4f}" for v in np.nanmean(final[carved], axis=0))
+                     + " against the edges " + ", ".join(f"{e:.4f}" for e in edges)
+                     + f" (largest deviation {numbers['boundary_error_max']:.4f})")
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for j in range(m - 1):
+            ax.plot(t[keep], np.nanmedian(bounds[keep, :, j], axis=1), label=f"boundary {j + 1} (median)")
+            ax.axhline(edges[j], color="k", ls=":", lw=0.8)
+        ax.set(xscale="log", xlabel="t", ylabel="position", title="region boundaries")
+        ax.legend(fontsize=7)
+        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_boundaries.png"))
+    if lines:
+        lines.append("")
+    return lines, numbers, figures
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
