@@ -7,6 +7,7 @@ From the recorded probe outputs f_m(x_p) (``output`` [record, replica, probe, ou
   m to n, the zero of f_m - f_n by linear interpolation; a replica that has carved M regions in
   order has M - 1 boundaries (NaN otherwise), to be compared with the task's edges k / M.
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +67,23 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
         numbers["carved_fraction"] = float(carved.mean())
         err = np.abs(final[carved] - edges) if carved.any() else np.full((1, m - 1), np.nan)
         numbers["boundary_error_max"] = float(np.max(err))
+        carved_over_time = np.all(np.isfinite(bounds), axis=2).mean(axis=1)  # [record]
+        done = np.flatnonzero(carved_over_time == 1.0)
+        numbers["carved_from_t"] = float(t[done[0]]) if done.size else float("nan")
+        if done.size:
+            lines.append(f"- every replica has carved the {m} regions in order from t = {t[done[0]]:.3g} on "
+                         f"(first record at which all do)")
         lines.append(f"- regions: {carved.sum()}/{len(carved)} replicas carve the {m} regions in order at the end; "
                      f"boundaries (mean over them) "
                      + ", ".join(f"{v:.4f}" for v in np.nanmean(final[carved], axis=0))
                      + " against the edges " + ", ".join(f"{e:.4f}" for e in edges)
                      + f" (largest deviation {numbers['boundary_error_max']:.4f})")
         fig, ax = plt.subplots(figsize=(5, 3.6))
+        with warnings.catch_warnings():  # records before the regions exist have no boundary (all NaN)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(bounds[keep], axis=1)
         for j in range(m - 1):
-            ax.plot(t[keep], np.nanmedian(bounds[keep, :, j], axis=1), label=f"boundary {j + 1} (median)")
+            ax.plot(t[keep], medians[:, j], label=f"boundary {j + 1} (median)")
             ax.axhline(edges[j], color="k", ls=":", lw=0.8)
         ax.set(xscale="log", xlabel="t", ylabel="position", title="region boundaries")
         ax.legend(fontsize=7)
