@@ -16,6 +16,7 @@ Everything is computed from the file (``dynsim.store``) with the public compiled
 import numpy as np
 
 from .fits import fit_power_law
+from .saturation import first_output
 
 
 def boundary_positions(x_grid: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
     t = reader.times
     if "output" in names and config.model.input_dim == 1 and config.model.outputs == 1:
         x_probe = reader.data().x_probe[:, 0]
-        pos = boundary_positions(x_probe, reader.observable("output")[..., 0])  # one output: its sign
+        pos = boundary_positions(x_probe, first_output(reader.observable("output")))  # one output: its sign
         keep = t > 0
         mid, speed = boundary_speed(t[keep], pos[keep])
         final = pos[-1]
@@ -108,6 +109,8 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
         ax1.plot(mid, np.nanmedian(speed, axis=0), label="median over replicas")
         ax1.set(xscale="log", yscale="log", xlabel="t", ylabel="|dx_b/dt|", title="boundary speed")
         figures.append(_save(plt, fig, out_dir / f"{stem}_boundary.png"))
+    if "response" in names and config.model.input_dim == 1:
+        figures.append(_response_kernel_figure(reader, stem, out_dir, plt))
     if reader.has_two_time and len(reader.data().x_test) >= 4:
         data = reader.data()
         waits = reader.two_time_axes()["t_w_time"]
@@ -148,6 +151,29 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
     if lines:
         lines.append("")
     return lines, numbers, figures
+
+
+def _response_kernel_figure(reader, stem, out_dir, plt):
+    """The response over input space to a step on source 0, at five record times, each normalised by
+    its largest magnitude over the probes (ensemble median): how the kernel's shape changes as the
+    regions saturate."""
+    t = reader.times
+    response = reader.observable("response")  # [record, replica, source, probe]
+    x = reader.data().x_probe[:, 0]
+    xs = reader.data().x_source[0, 0]
+    order = np.argsort(x)
+    targets = np.geomspace(t[1], t[-1], 6)  # evenly in log t; a curve that rounds to 0 (saturated) is left out
+    picks = np.unique([int(np.argmin(np.abs(np.log(t[1:]) - np.log(v)))) + 1 for v in targets])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, k in enumerate(picks):
+        curve = np.median(response[k, :, 0, :], axis=0)[order]
+        peak = np.max(np.abs(curve))
+        if peak > 0:
+            ax.plot(x[order], curve / peak, color=plt.cm.viridis(i / max(1, len(picks) - 1)), label=f"t = {t[k]:.3g}")
+    ax.axvline(xs, color="k", ls=":", lw=0.8, label="source x_s")
+    ax.set(xlabel="probe x", ylabel="R_t(x; x_s) / max |R_t|", title="response kernel over input space")
+    ax.legend(fontsize=7)
+    return _save(plt, fig, out_dir / f"{stem}_response_kernel.png")
 
 
 def _save(plt, fig, path):

@@ -25,6 +25,12 @@ SATURATING_LOSSES = {"sigmoid_squared": "squared", "cross_entropy": "cross_entro
 QUANTITIES = ("error", "output_derivative", "output_kernel", "loss_derivative")
 
 
+def first_output(output: np.ndarray) -> np.ndarray:
+    """[record, replica, probe] of the first output from the ``output`` observable ([..., probe,
+    output_index]; files written before M outputs existed store [record, replica, probe])."""
+    return output[..., 0] if output.ndim == 4 else output
+
+
 def _sigmoid_pair(m):
     e = np.exp(-np.abs(m))
     big = 1.0 / (1.0 + e)
@@ -88,7 +94,7 @@ def saturation_fits(reader, window=None) -> tuple[dict, tuple]:
                          f"(missing: {', '.join(missing) or 'none'}; loss {loss!r})")
     t = reader.times
     diagonal = np.diagonal(reader.observable("ntk"), axis1=2, axis2=3)
-    values = saturation_quantities(reader.observable("output")[..., 0], diagonal, loss)
+    values = saturation_quantities(first_output(reader.observable("output")), diagonal, loss)
     values["kernel"] = np.nanmean(diagonal, axis=2).T  # [replica, record]: K's own drift, for the report
     T = kernel_time(t, diagonal)
     keep = t > 0

@@ -5,14 +5,17 @@ Layout (format_version 1)::
     /                       attrs: format="dynsim", format_version, dynsim_version, created, git_commit,
                             python/numpy/numba/h5py versions, backend, device, n_replicas, n_params, history
     /config                 dataset: resolved config as TOML text; attrs: sha256
-    /model                  attrs: kind, activation, input_dim, width, output_scale, param_layout, ...
+    /model                  attrs: kind, activation, input_dim, width, outputs (M), output_scale, param_layout
+                            (a:outputs,width and c:outputs when M > 1), ...
     /training               attrs: method, eta, batch_size, loss, seed, steps, replicas, ...
     /data/x_train, y_train, x_test, y_test
     /probes/x               [probe, input_dim]
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
     /time/step, /time/t     [record]; t = step * time_step (eta, or the sde trainer's dt)
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
-                            dimension scales /observables/{record,replica,probe,probe2,source,rank,wait}
+                            dimension scales /observables/{record,replica,probe,probe2,source,rank,wait,
+                            output_index,output_index2} (M outputs: output [probe, output_index], ntk_outputs,
+                            response_outputs carry the output indices)
     /two_time/t_w, tau      [t_w], [tau] in steps (t_w_time, tau_time: in t); only with record.two_time_waits > 0
     /two_time/theta_w       [t_w, replica, n_params]: theta at each waiting time (written when reached)
     /two_time/autocorrelation, msd   [t_w, tau, replica] (filled at the end; RunReader.two_time reads
