@@ -49,16 +49,16 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
     x_probe = reader.data().x_probe
     lines, numbers, figures = [], {}, []
     maps = region_map(out)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     keep = t > 0
-    order = np.argsort(x_probe[:, 0])
-    ax.pcolormesh(x_probe[order, 0], t[keep], maps[keep][:, 0][:, order], cmap="tab10", vmin=0, vmax=9,
-                  shading="nearest")
-    ax.set(yscale="log", xlabel="x (first coordinate)", ylabel="t", title=f"region map, replica 0 (M = {m})")
-    for k in range(1, m):
-        ax.axvline(k / m, color="w", ls=":", lw=0.8)
-    figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions.png"))
     if config.model.input_dim == 1:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        order = np.argsort(x_probe[:, 0])
+        ax.pcolormesh(x_probe[order, 0], t[keep], maps[keep][:, 0][:, order], cmap="tab10", vmin=0, vmax=9,
+                      shading="nearest")
+        ax.set(yscale="log", xlabel="x", ylabel="t", title=f"region map, replica 0 (M = {m})")
+        for k in range(1, m):
+            ax.axvline(k / m, color="w", ls=":", lw=0.8)
+        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions.png"))
         bounds = region_boundaries(x_probe, out)  # [record, replica, M - 1]
         edges = np.arange(1, m) / m
         final = bounds[-1]
@@ -88,6 +88,25 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
         ax.set(xscale="log", xlabel="t", ylabel="position", title="region boundaries")
         ax.legend(fontsize=7)
         figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_boundaries.png"))
+    if config.model.input_dim == 2 and config.task.probe_grid:
+        from dynsim.tasks import region_index
+
+        side = int(round(np.sqrt(x_probe.shape[0])))
+        truth = region_index(x_probe, m)
+        correct = (maps == truth).mean(axis=2)  # [record, replica]
+        numbers["grid_agreement_final"] = float(correct[-1].mean())
+        lines.append(f"- region map on the {side} x {side} probe grid of [0, 1]^2: at the end "
+                     f"{100 * correct[-1].mean():.1f} % of the probes are claimed by their region's output "
+                     f"(mean over replicas)")
+        picks = np.unique(np.round(np.geomspace(1, len(t) - 1, 4)).astype(int))
+        fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks), 2.8))
+        for ax, k in zip(np.atleast_1d(axes), picks):
+            ax.imshow(maps[k, 0].reshape(side, side), origin="lower", extent=(0, 1, 0, 1), cmap="tab10", vmin=0,
+                      vmax=9)
+            for e in range(1, m):
+                ax.axvline(e / m, color="w", ls=":", lw=0.8)
+            ax.set(title=f"t = {t[k]:.3g}", xlabel="x_0")
+        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions_2d.png"))
     if lines:
         lines.append("")
     return lines, numbers, figures

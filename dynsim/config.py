@@ -101,6 +101,9 @@ class Config:
                                                "integrates in float64 only: set run.precision = 'float64' or use "
                                                "a discrete trainer (gd, sgd, langevin)")
         self._check_outputs()
+        if task.probe_grid and self.model.input_dim != 2:
+            raise ConfigError("task.probe_grid", f"got true with model.input_dim = {self.model.input_dim}; the probe "
+                                                 "grid is for input_dim = 2 (D = 1 probes are a grid already)")
         for name in self.record.observables or ():
             spec = OBSERVABLES[name]
             if spec.classification_only and not task.is_classification:

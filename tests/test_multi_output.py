@@ -185,3 +185,37 @@ def test_multi_output_observables_need_several_outputs():
     assert e.value.field == "record.observables" and "'ntk'" in str(e.value)
     cfg = _config(record=RecordSpec())
     assert "ntk_outputs" in cfg.observables and "ntk" not in cfg.observables
+
+
+def test_two_dimensional_encoding_on_a_probe_grid(tmp_path):
+    """[0, 1]^2 with 3 regions along x_0: probes on a regular grid, and after training the grid's
+    region map agrees with the regions almost everywhere (misses only next to the edges)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.regions import regions_section
+
+    cfg = Config(run=RunSpec(seed=1, replicas=4, steps=4000),
+                 model=SimpleNet(input_dim=2, width=32, activation="tanh", bias_std=1.0, weight_std=4.0, outputs=3),
+                 task=TaskSpec(kind="encoding", n_train=96, n_test=0, n_probes=144, n_sources=2, probe_grid=True),
+                 training=TrainerSpec(method="gd", eta=0.5, loss="cross_entropy"),
+                 record=RecordSpec(n_records=8, observables=("loss_train", "accuracy_train", "output")))
+    path = tmp_path / "enc2d.h5"
+    assert Simulation(cfg).run(path, progress=False).ok
+    with RunReader(path) as rd:
+        probes = rd.data().x_probe
+        assert rd.observable("accuracy_train")[-1].min() == 1.0
+        lines, numbers, figures = regions_section(rd, "enc2d", tmp_path, plt)
+    np.testing.assert_allclose(np.unique(probes[:, 0]), (np.arange(12) + 0.5) / 12)  # cell-centred 12 x 12
+    assert len(np.unique(probes, axis=0)) == 144
+    # 96 random training inputs place each edge to within ~1/30; a 12 x 12 grid then has at most a
+    # column of probes per edge near it misassigned: agreement above 0.85
+    assert numbers["grid_agreement_final"] > 0.85
+    with pytest.raises(ConfigError) as e:
+        TaskSpec(kind="encoding", n_probes=150, probe_grid=True)
+    assert e.value.field == "task.probe_grid"
+    with pytest.raises(ConfigError) as e:
+        Config(task=TaskSpec(kind="encoding", n_probes=16, probe_grid=True))  # input_dim 1
+    assert e.value.field == "task.probe_grid"

@@ -52,6 +52,8 @@ class TaskSpec(Section):
     noise_std: float = option(0.0, "float", "teacher: std of Gaussian label noise", minimum=0.0)
     label_noise: float = option(0.0, "float", "classification: fraction of training labels flipped", minimum=0.0,
                                 maximum=1.0)
+    probe_grid: bool = option(False, "bool", "encoding, input_dim = 2: probes on a regular grid over [0, 1]^2 "
+                                             "(n_probes a square number; D = 1 probes are always a grid)")
 
     @property
     def is_classification(self) -> bool:
@@ -63,6 +65,9 @@ class TaskSpec(Section):
                                    "sources are training samples")
         if self.labels == "01" and self.kind == "random_labels":
             self.fail("labels", "got '01'; random_labels uses +1/-1 labels only")
+        if self.probe_grid and (self.kind != "encoding" or math.isqrt(self.n_probes) ** 2 != self.n_probes):
+            self.fail("probe_grid", f"needs task.kind = 'encoding' and a square task.n_probes (got {self.kind!r}, "
+                                    f"{self.n_probes}): e.g. n_probes = {max(4, math.isqrt(self.n_probes) ** 2)}")
         if self.label_noise > 0.0 and not self.is_classification:
             self.fail("label_noise", f"got {self.label_noise}; label noise flips classes, and task.kind = "
                                      f"{self.kind!r} is regression: use noise_std, or a classification task")
@@ -119,6 +124,11 @@ def make_dataset(task: TaskSpec, input_dim: int, model_activation: str, run_seed
         x_train = _grid(task.n_train, 0.0, 1.0) if d == 1 else rng.uniform(0.0, 1.0, (task.n_train, d))
         x_test = rng.uniform(0.0, 1.0, (task.n_test, d))
         x_probe = _grid(task.n_probes, 0.0, 1.0) if d == 1 else rng.uniform(0.0, 1.0, (task.n_probes, d))
+        if task.probe_grid and d == 2:
+            side = math.isqrt(task.n_probes)
+            axis = _grid(side, 0.0, 1.0)[:, 0]
+            gx, gy = np.meshgrid(axis, axis)  # probe p = row * side + column: x0 varies fastest
+            x_probe = np.column_stack([gx.ravel(), gy.ravel()])
         low = -1.0 if task.labels == "pm1" else 0.0
 
         def label(x):
