@@ -18,8 +18,9 @@ For a replica i and a test input x with label y (sign s = +1 / -1, from y and th
 
 Explanatory quantities: cosine of input gradients between replicas on the same inputs, alignment
 <K_i, K_j>_F / (|K_i| |K_j|) of their empirical NTKs on a set of inputs, and agreement of their
-classes at random points at radius r around the data. Compiled kernels are parallel over replicas;
-the Python functions validate, allocate and seed.
+classes at random points at radius r around the data. The crafting and cross-evaluation kernels are
+parallel over replicas (the others are cheap and serial: a parallel kernel costs twice the compile
+time); the Python functions validate, allocate and seed.
 """
 import numpy as np
 from numba import njit, prange
@@ -176,30 +177,30 @@ def boundary_agreement(model, params, x, radius: float, *, directions: int = 8, 
     return same.mean(axis=2)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy")
 def _outputs(params, x, mi, mf, out):
     width = mi[MI_WIDTH]
-    for r in prange(params.shape[0]):
+    for r in range(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for k in range(x.shape[0]):
             out[r, k] = forward(params[r], x[k], mi, mf, z, h)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy")
 def _input_gradients(params, x, mi, mf, f, grad):
     width = mi[MI_WIDTH]
-    for r in prange(params.shape[0]):
+    for r in range(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for k in range(x.shape[0]):
             f[r, k] = input_gradient(params[r], x[k], mi, mf, z, h, grad[r, k])
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy")
 def _jacobians(params, x, mi, mf, out):
     width = mi[MI_WIDTH]
-    for r in prange(params.shape[0]):
+    for r in range(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for k in range(x.shape[0]):

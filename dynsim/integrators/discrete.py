@@ -97,7 +97,7 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
     return True
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, f, coefs, perm, perm_epoch):
     """``discrete_step`` for M > 1 outputs: the per-sample loss is the sum over outputs of l(f_m, y_m),
     y the flat targets [P * M] (row mu: y[mu * M + m]); f, coefs are scratch [M]. Float64 only.

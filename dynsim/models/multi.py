@@ -15,7 +15,9 @@ from .simple import (MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_
                      MI_WIDTH, hidden_layer, output_sum)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+# Called, not inlined (no inline="always" as the one-output kernels have): the M-output kernels call
+# these from several places, and inlining each call had made their compilation take minutes.
+@njit(cache=True, error_model="numpy")
 def forward_outputs(theta, x, mi, mf, z, h, out):
     """out[m] = f_m(x; theta) for every output; fills z (pre-activations) and h (activations)."""
     width, off_a, off_c, n_out = mi[MI_WIDTH], mi[MI_OFF_A], mi[MI_OFF_C], mi[MI_OUTPUTS]
@@ -27,7 +29,7 @@ def forward_outputs(theta, x, mi, mf, z, h, out):
             out[m] += theta[off_c + m]
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def add_gradient_outputs(theta, x, mi, mf, z, h, coefs, g):
     """g += sum_m coefs[m] d f_m(x) / d theta, using z, h from ``forward_outputs`` at (theta, x).
 

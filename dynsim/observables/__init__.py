@@ -210,7 +210,7 @@ def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi
                     response[r, s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def _loss_and_accuracy_outputs(theta, x, y, mi, mf, loss_code, z, h, f):
     """Mean over samples of sum_m l(f_m, y_m), and the fraction with argmax_m f_m = argmax_m y_m."""
     n, n_out = x.shape[0], mi[MI_OUTPUTS]

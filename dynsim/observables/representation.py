@@ -90,11 +90,14 @@ def measure_representation(params, x_probe, mi, mf, threshold, classify, max_ste
         _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy")
 def probe_outputs(params, x_probe, mi, mf, out):
-    """out[r, p, m] = f_m(x_p; theta_r): the network outputs (logits of a sigmoid loss) at every probe."""
+    """out[r, p, m] = f_m(x_p; theta_r): the network outputs (logits of a sigmoid loss) at every probe.
+
+    Serial: a forward pass per probe and replica at record times only; a parallel kernel would
+    double its compile time for no measurable gain."""
     width, n_out = mi[MI_WIDTH], mi[MI_OUTPUTS]
-    for r in prange(params.shape[0]):
+    for r in range(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for p in range(x_probe.shape[0]):
