@@ -156,58 +156,74 @@ def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
     return total / n, correct / n
 
 
+# The CPU measurement kernel calls its helpers rather than inlining them (the CUDA kernel inlines
+# ``_loss_and_accuracy`` itself): they run at record times only, and every inlined copy of the
+# forward pass in a prange body adds compile time (the whole suite compiles these kernels cold).
+@njit(cache=True, error_model="numpy")
+def _loss_and_accuracy_called(theta, x, y, mi, mf, loss_code, threshold, z, h):
+    return _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h)
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
              class_threshold, loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response,
              response_linear):
     replicas = params.shape[0]
     dim, width = mi[MI_DIM], mi[MI_WIDTH]
-    n_probe, n_src = x_probe.shape[0], x_src.shape[0]
     want_ntk = ntk.shape[1] > 0
     want_response = response.shape[1] > 0 or response_linear.shape[1] > 0
     for r in prange(replicas):
         theta = params[r]
         z = np.empty(width)
         h = np.empty(width)
-        loss_train[r], acc_train[r] = _loss_and_accuracy(theta, x_train, y_train, mi, mf, loss_code,
-                                                         class_threshold, z, h)
-        loss_test[r], acc_test[r] = _loss_and_accuracy(theta, x_test, y_test, mi, mf, loss_code,
-                                                       class_threshold, z, h)
+        loss_train[r], acc_train[r] = _loss_and_accuracy_called(theta, x_train, y_train, mi, mf, loss_code,
+                                                                class_threshold, z, h)
+        loss_test[r], acc_test[r] = _loss_and_accuracy_called(theta, x_test, y_test, mi, mf, loss_code,
+                                                              class_threshold, z, h)
         sq = 0.0
         for j in range(dim):
             sq += theta[j] * theta[j]
         param_norm[r] = np.sqrt(sq)
-        if not (want_ntk or want_response):
-            continue
-        grads = np.zeros((n_probe, dim))
-        f_probe = np.empty(n_probe)
+        if want_ntk or want_response:
+            _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h, want_ntk, want_response,
+                              ntk[r], response[r], response_linear[r])
+
+
+@njit(cache=True, error_model="numpy")
+def _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h, want_ntk, want_response, ntk,
+                      response, response_linear):
+    """One replica's NTK [probe, probe2] and one-step responses [source, probe] (see the module doc)."""
+    dim = mi[MI_DIM]
+    n_probe, n_src = x_probe.shape[0], x_src.shape[0]
+    grads = np.zeros((n_probe, dim))
+    f_probe = np.empty(n_probe)
+    for p in range(n_probe):
+        f_probe[p] = forward(theta, x_probe[p], mi, mf, z, h)
+        add_gradient(theta, x_probe[p], mi, mf, z, h, 1.0, grads[p])
+    if want_ntk:
         for p in range(n_probe):
-            f_probe[p] = forward(theta, x_probe[p], mi, mf, z, h)
-            add_gradient(theta, x_probe[p], mi, mf, z, h, 1.0, grads[p])
-        if want_ntk:
-            for p in range(n_probe):
-                for q in range(p, n_probe):
-                    k = 0.0
-                    for j in range(dim):
-                        k += grads[p, j] * grads[q, j]
-                    ntk[r, p, q] = k
-                    ntk[r, q, p] = k
-        if want_response:
-            g_src = np.empty(dim)
-            moved = np.empty(dim)
-            for s in range(n_src):
-                g_src[:] = 0.0
-                f_s = forward(theta, x_src[s], mi, mf, z, h)
-                add_gradient(theta, x_src[s], mi, mf, z, h, 1.0, g_src)
-                step = -eta * loss_derivative(f_s, y_src[s], loss_code)
+            for q in range(p, n_probe):
+                k = 0.0
                 for j in range(dim):
-                    moved[j] = theta[j] + step * g_src[j]
-                for p in range(n_probe):
-                    k = 0.0
-                    for j in range(dim):
-                        k += grads[p, j] * g_src[j]
-                    response_linear[r, s, p] = step * k
-                    response[r, s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
+                    k += grads[p, j] * grads[q, j]
+                ntk[p, q] = k
+                ntk[q, p] = k
+    if want_response:
+        g_src = np.empty(dim)
+        moved = np.empty(dim)
+        for s in range(n_src):
+            g_src[:] = 0.0
+            f_s = forward(theta, x_src[s], mi, mf, z, h)
+            add_gradient(theta, x_src[s], mi, mf, z, h, 1.0, g_src)
+            step = -eta * loss_derivative(f_s, y_src[s], loss_code)
+            for j in range(dim):
+                moved[j] = theta[j] + step * g_src[j]
+            for p in range(n_probe):
+                k = 0.0
+                for j in range(dim):
+                    k += grads[p, j] * g_src[j]
+                response_linear[s, p] = step * k
+                response[s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
 
 
 @njit(cache=True, error_model="numpy")

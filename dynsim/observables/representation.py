@@ -57,7 +57,9 @@ def _crossed(f, f0, threshold, classify, margin):
     return abs(f - f0) >= margin
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+# Called, not inlined: two forward passes per call; a copy of each in the parallel kernel's body
+# only added compile time to a search that runs at record times.
+@njit(cache=True, error_model="numpy")
 def _flip_distance(theta, x0, u, f0, mi, mf, threshold, classify, max_step, margin, z, h, moved):
     n_in = x0.shape[0]
     delta = max_step / _MARCH_STEPS
