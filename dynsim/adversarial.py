@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .models.simple import MI_INPUT_DIM, MI_WIDTH, add_gradient, forward
-from .observables.representation import input_gradient
+from .observables.representation import input_gradient, probe_outputs
 
 NORMS = ("linf", "l2")
 _LINF = 0
@@ -46,9 +46,9 @@ def _model_arrays(model, params, x):
 def outputs(model, params, x) -> np.ndarray:
     """f_r(x_k) for every replica r and input k: [replicas, inputs]."""
     mi, mf, params, x = _model_arrays(model, params, x)
-    out = np.empty((params.shape[0], x.shape[0]))
-    _outputs(params, x, mi, mf, out)
-    return out
+    out = np.empty((params.shape[0], x.shape[0], 1))
+    probe_outputs(params, x, mi, mf, out)  # the observables' kernel: f at every input, every replica
+    return out[..., 0]
 
 
 def input_gradients(model, params, x) -> tuple[np.ndarray, np.ndarray]:
@@ -175,16 +175,6 @@ def boundary_agreement(model, params, x, radius: float, *, directions: int = 8, 
     cls = outputs(model, params, points) > threshold  # [replica, point]
     same = cls[:, None, :] == cls[None, :, :]
     return same.mean(axis=2)
-
-
-@njit(cache=True, error_model="numpy")
-def _outputs(params, x, mi, mf, out):
-    width = mi[MI_WIDTH]
-    for r in range(params.shape[0]):
-        z = np.empty(width)
-        h = np.empty(width)
-        for k in range(x.shape[0]):
-            out[r, k] = forward(params[r], x[k], mi, mf, z, h)
 
 
 @njit(cache=True, error_model="numpy")
