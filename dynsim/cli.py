@@ -45,7 +45,7 @@ def _cmd_run(args) -> int:
     import dataclasses
 
     from .chain_experiment import ChainConfig, load_experiment
-    from .engine import Simulation, install_signal_handlers
+    from .engine import install_signal_handlers, make_simulation
 
     config = load_experiment(args.config)
     if isinstance(config, ChainConfig):
@@ -57,7 +57,7 @@ def _cmd_run(args) -> int:
     else:
         output = Path(args.config).with_suffix(".h5")
         print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
-    sim = Simulation(config)
+    sim = make_simulation(config)
     install_signal_handlers()
     result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
     return _report(result, output, args.quiet)

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .integrators import TrainerSpec
+from .losses import LOSSES
 from .models.simple import SimpleNet
 from .observables import (DEFAULT_OBSERVABLES, MULTI_OUTPUT_ONLY, OBSERVABLES, SINGLE_OUTPUT_ONLY,
-                          TWO_TIME_OBSERVABLES)
+                          TWO_TIME_OBSERVABLES, dim_sizes)
 from .rng import MAX_STEPS
 from .spec import ConfigError, Section, option
 from .tasks import TaskSpec
@@ -92,6 +93,10 @@ class Config:
             raise ConfigError("training.loss", f"got {t.loss!r}; it needs +1/-1 labels: use task.kind "
                                                "'encoding', 'random_labels' or 'teacher_sign' with task.labels = 'pm1', or "
                                                "loss 'squared'")
+        if t.loss not in LOSSES:
+            raise ConfigError("training.loss", f"got {t.loss!r}; it is the loss of K-class outputs: set [model] kind = "
+                                               "'mlp' (a deep classifier), or use 'squared', 'cross_entropy' or "
+                                               "'sigmoid_squared' with the simple network")
         if self.run.precision == "float32" and self.run.backend != "cpu":
             raise ConfigError("run.precision", f"got 'float32' with run.backend = {self.run.backend!r}; float32 "
                                                "runs on the CPU backend only: set run.backend = 'cpu' or "
@@ -172,10 +177,35 @@ class Config:
         """sha256 of the resolved config's TOML text: equal configs give equal digests."""
         return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
 
+    # -- what the store asks of a config (``dynsim.deep_experiment.DeepConfig`` answers the same) --
+    EXPERIMENT = "simple"
 
-def config_from_mapping(data: dict) -> Config:
+    def model_attributes(self) -> dict:
+        return self.model.attributes()
+
+    @property
+    def param_layout(self) -> str:
+        return self.model.param_layout
+
+    def training_attributes(self) -> dict:
+        return self.training.attributes(self.task.n_train)
+
+    def observable_specs(self) -> dict:
+        return OBSERVABLES
+
+    def dim_sizes(self, n_probes: int, n_sources: int, n_waits: int = 0) -> dict[str, int]:
+        return dim_sizes(n_probes, n_sources, self.model.width, n_waits, self.model.outputs)
+
+
+def config_from_mapping(data: dict):
+    """A ``Config``, or a ``DeepConfig`` when ``[model] kind = "mlp"`` (``dynsim.deep_experiment``)."""
     if not isinstance(data, dict):
         raise ConfigError("<top>", f"expected tables, got {type(data).__name__}")
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("kind") == "mlp":
+        from .deep_experiment import deep_config_from_mapping
+
+        return deep_config_from_mapping(data)
     for key in data:
         if key not in _SECTIONS:
             raise ConfigError(key, f"unknown table [{key}]; allowed: {', '.join('[' + s + ']' for s in _SECTIONS)}")

@@ -14,6 +14,9 @@ from numba import njit
 
 LOSSES = {"squared": 0, "cross_entropy": 1, "sigmoid_squared": 2}
 SQUARED, CROSS_ENTROPY, SIGMOID_SQUARED = range(3)
+#: Losses of K-class outputs (the deep MLP, ``dynsim.models.deep``): computed by that model's own
+#: kernels, not by the scalar functions here. softmax_cross_entropy: l = log sum_k exp(f_k) - f_y.
+MULTICLASS_LOSSES = {"softmax_cross_entropy": 3}
 
 
 @njit(cache=True, error_model="numpy", inline="always")

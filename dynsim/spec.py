@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 _KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-          "str_list": "a list of strings"}
+          "str_list": "a list of strings", "int_list": "a list of integers"}
 
 
 def option(default, kind: str, doc: str, *, choices=None, minimum=None, maximum=None,
@@ -71,6 +71,9 @@ def _coerce(value: Any, meta, field: str):
         ok = isinstance(value, str)
     elif kind == "bool":
         ok = isinstance(value, bool)
+    elif kind == "int_list":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
     else:  # str_list
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value

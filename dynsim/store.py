@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .observables import OBSERVABLES, dim_sizes
+from .observables import OBSERVABLES
 
 FORMAT = "dynsim"
 FORMAT_VERSION = 1
@@ -120,8 +120,9 @@ class RunWriter:
         self.param_dtype = params_initial.dtype  # run.precision: parameters are stored as they are computed
         empty = np.zeros(0, dtype=np.int64)
         self.waits, self.lags = two_time if two_time is not None else (empty, empty)
-        self._sizes = dim_sizes(data.x_probe.shape[0], data.x_source.shape[0], self.config.model.width,
-                                len(self.waits), self.config.model.outputs)
+        # the config names its observables' registry and dimension sizes (simple network or deep MLP)
+        self._specs = self.config.observable_specs()
+        self._sizes = self.config.dim_sizes(data.x_probe.shape[0], data.x_source.shape[0], len(self.waits))
         self.block_records = self.config.record.block_records
         self._pending: list[tuple[int, float, dict]] = []
         self.n_records = 0
@@ -145,7 +146,7 @@ class RunWriter:
         """Refuse to start when even the compressed estimate of the file cannot fit on the disk."""
         sizes = self._sizes
         n_rec = self.config.record.n_records + 2 + len(self.waits) * (1 + len(self.lags))
-        per_record = sum(int(np.prod([sizes[d] for d in OBSERVABLES[n].dims], dtype=np.int64))
+        per_record = sum(int(np.prod([sizes[d] for d in self._specs[n].dims], dtype=np.int64))
                          for n in self.observables) * self.replicas * 8
         estimate = n_rec * per_record + 5 * self.replicas * self.n_params * 8
         if self.config.record.compression != "none":
@@ -177,9 +178,9 @@ class RunWriter:
                             n_replicas=self.replicas, n_params=self.n_params, **_versions()))
         f.create_dataset("config", data=cfg.to_toml(), dtype=h5py.string_dtype())
         f["config"].attrs["sha256"] = cfg.digest()
-        f.create_group("model").attrs.update(cfg.model.attributes())
+        f.create_group("model").attrs.update(cfg.model_attributes())
         training = f.create_group("training")
-        training.attrs.update(cfg.training.attributes(cfg.task.n_train))
+        training.attrs.update(cfg.training_attributes())
         training.attrs.update(dict(seed=cfg.run.seed, steps=cfg.run.steps, replicas=cfg.run.replicas))
         g = f.create_group("data")
         g.attrs["task"] = cfg.task.kind
@@ -198,7 +199,7 @@ class RunWriter:
             self._create_two_time()
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
-        params["initial"].attrs["layout"] = cfg.model.param_layout
+        params["initial"].attrs["layout"] = cfg.param_layout
         params.create_dataset("final", shape=params_initial.shape, dtype=params_initial.dtype, fillvalue=np.nan)
         r, p = self.replicas, self.n_params
         ck = f.create_group("checkpoint")
@@ -230,7 +231,7 @@ class RunWriter:
             ds.make_scale(name)
         scales["record"].attrs["description"] = "training step of each record (same as /time/step)"
         for name in self.observables:
-            spec = OBSERVABLES[name]
+            spec = self._specs[name]
             inner = tuple(sizes[d] for d in spec.dims)
             ds = g.create_dataset(name, shape=(0, self.replicas) + inner, maxshape=(None, self.replicas) + inner,
                                   dtype=np.float64, chunks=_chunks(self.replicas, inner, self.block_records),

@@ -175,7 +175,7 @@ def run_point(config_toml: str, path: str, threads: int) -> dict:
     import numba
 
     from .config import parse_config
-    from .engine import Simulation, resume
+    from .engine import make_simulation, resume
     from .store import RunReader, StoreError
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
@@ -194,7 +194,7 @@ def run_point(config_toml: str, path: str, threads: int) -> dict:
             return {"code": result.code, "message": f"resumed: {result.message}"}
         target.unlink()  # diverged or unreadable: start over
     target.parent.mkdir(parents=True, exist_ok=True)
-    result = Simulation(config).run(target, progress=False)
+    result = make_simulation(config).run(target, progress=False)
     return {"code": result.code, "message": result.message}
 
 

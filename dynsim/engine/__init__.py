@@ -84,6 +84,12 @@ class Simulation:
     def initial_params(self) -> np.ndarray:
         return self.config.model.init_params(self.config.run.seed, self.config.run.replicas, self.config.run.dtype)
 
+    def allocate_buffers(self) -> dict:
+        """One record's buffers of every recorded observable."""
+        cfg = self.config
+        return allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0], self.data.x_source.shape[0],
+                        cfg.model.width, len(self.waits), cfg.model.outputs)
+
     def advance(self, params, s0, s1, status, failed_step):
         self.backend.advance(params, self.data, self.model_ints, self.model_floats, self.trainer_ints,
                              self.trainer_floats, self.config.run.seed, s0, s1, status, failed_step)
@@ -143,8 +149,7 @@ class Simulation:
         cfg = self.config
         time_step = cfg.training.time_step
         status = np.where(failed_step >= 0, STATUS_NONFINITE, STATUS_OK).astype(np.int8)
-        buffers = allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0],
-                           self.data.x_source.shape[0], cfg.model.width, len(self.waits), cfg.model.outputs)
+        buffers = self.allocate_buffers()
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()
         every = cfg.record.checkpoint_steps or cfg.run.steps + 1
@@ -235,7 +240,7 @@ def resume(path, *, progress=None, expect_config=None) -> RunResult:
             raise StoreError(f"{path} diverged ({status['message']}); resuming would diverge again: "
                              "change the config and start a new run")
         config = reader.config()
-        sim = Simulation(config)
+        sim = make_simulation(config)
         stored = reader.data()
         for name in ("x_train", "y_train", "x_test", "y_test", "x_probe", "source_index"):
             if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
@@ -291,9 +296,18 @@ def _progress_bar(total: int, initial: int, progress):
                 dynamic_ncols=True, desc="dynsim", leave=False)
 
 
+def make_simulation(config) -> Simulation:
+    """The simulation of a config: ``Simulation``, or ``DeepSimulation`` for a deep MLP (``[model] kind = "mlp"``)."""
+    if getattr(config, "EXPERIMENT", "simple") == "mlp":
+        from ..deep_experiment import DeepSimulation
+
+        return DeepSimulation(config)
+    return Simulation(config)
+
+
 def run(config, path, **kwargs) -> RunResult:
-    """Run ``config`` (a ``Config``) and write ``path``; see ``Simulation.run``."""
-    return Simulation(config).run(path, **kwargs)
+    """Run ``config`` (a ``Config`` or ``DeepConfig``) and write ``path``; see ``Simulation.run``."""
+    return make_simulation(config).run(path, **kwargs)
 
 
 # SIGTERM (batch schedulers' pre-emption) and Ctrl-C only set a flag; the time loop checks it

@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
+from ..integrators.deep import deep_discrete_step, deep_sde_step
 from ..integrators.discrete import discrete_step, discrete_step_outputs
 from ..integrators.sde import WORK_ROWS, sde_step
 from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH
@@ -97,6 +98,58 @@ def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step
         theta = params[r]
         for s in range(s0, s1):
             if not sde_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, xi, work):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s
+                break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
+    """The discrete trainers for the deep MLP (``dynsim.models.deep``): labels int64 class indices."""
+    replicas, dim = params.shape
+    n_train = x.shape[0]
+    n_units = layers[layers.shape[0] - 1, 5] + layers[layers.shape[0] - 1, 1]
+    classes = layers[layers.shape[0] - 1, 1]
+    n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    for r in prange(replicas):
+        if status[r] != STATUS_OK:
+            continue
+        pre = np.empty(n_units)
+        post = np.empty(n_units)
+        delta = np.empty(n_units)
+        prob = np.empty(classes)
+        g = np.empty(dim)
+        perm = np.empty(n_perm, dtype=np.int64)
+        perm_epoch = np.full(1, -1, dtype=np.int64)
+        theta = params[r]
+        for s in range(s0, s1):
+            if not deep_discrete_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, g,
+                                      perm, perm_epoch):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s
+                break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _advance_deep_sde(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
+    """The continuous-time trainer for the deep MLP."""
+    replicas, dim = params.shape
+    n_units = layers[layers.shape[0] - 1, 5] + layers[layers.shape[0] - 1, 1]
+    classes = layers[layers.shape[0] - 1, 1]
+    for r in prange(replicas):
+        if status[r] != STATUS_OK:
+            continue
+        pre = np.empty(n_units)
+        post = np.empty(n_units)
+        delta = np.empty(n_units)
+        prob = np.empty(classes)
+        xi = np.empty(ti[TI_N_XI])
+        work = np.empty((WORK_ROWS, dim))
+        theta = params[r]
+        for s in range(s0, s1):
+            if not deep_sde_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, xi, work):
                 status[r] = STATUS_NONFINITE
                 failed_step[r] = s
                 break

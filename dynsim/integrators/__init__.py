@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ..losses import LOSSES
+from ..losses import LOSSES, MULTICLASS_LOSSES
 from ..spec import Section, option
 
 # Positions in the packed ``trainer_ints`` / ``trainer_floats`` arrays.
@@ -112,7 +112,8 @@ class TrainerSpec(Section):
                            "how sgd batches are drawn: independently per sample, or by epoch-wise shuffling",
                            choices=("with_replacement", "without_replacement"))
     temperature: float = option(0.0, "float", "Langevin temperature T (noise sqrt(2 eta T) per step)", minimum=0.0)
-    loss: str = option("squared", "str", "per-sample loss", choices=tuple(LOSSES))
+    loss: str = option("squared", "str", "per-sample loss (softmax_cross_entropy: K-class outputs of the mlp model)",
+                       choices=tuple(LOSSES) + tuple(MULTICLASS_LOSSES))
     weight_decay: float = option(0.0, "float", "L2 coefficient lambda: the update adds -eta lambda theta",
                                  minimum=0.0)
     noise: str = option("sgd", "str", "sde only: the noise B(theta) dW (see NOISES)", choices=tuple(NOISES))
@@ -198,7 +199,8 @@ class TrainerSpec(Section):
         sampling = SAMPLING["full"] if batch == n_train and (self.method != "sgd") else SAMPLING[self.sampling]
         if self.method == "sde":
             sampling = SAMPLING["full"]
-        ints = np.array([self.integrator.code, batch, sampling, LOSSES[self.loss], NOISES[self.noise].code,
+        loss_code = LOSSES[self.loss] if self.loss in LOSSES else MULTICLASS_LOSSES[self.loss]
+        ints = np.array([self.integrator.code, batch, sampling, loss_code, NOISES[self.noise].code,
                          SCHEMES[self.scheme].code, self.noise_draws(n_train, n_params)], dtype=np.int64)
         dt = self.time_step
         if self.noise == "sgd":  # G xi with G = centred per-sample gradients / sqrt(P)

@@ -1,0 +1,241 @@
+"""Deep classifiers as a run: ``[model] kind = "mlp"`` configs, trained and recorded like any run.
+
+A config whose ``[model]`` table has ``kind = "mlp"`` is a ``DeepConfig``: the same ``[run]`` and
+``[training]`` tables as a simple-network run (every trainer: gd, sgd, langevin, sde), a deep MLP
+(``dynsim.models.deep``), a K-class task (``dynsim.tasks.classification``) and a ``[record]``
+table whose observables are those of ``dynsim.observables.deep`` (neuron modes, basins, feature
+ranks, fooling). ``dynsim run``, ``resume``, ``info`` and ``sweep`` take it unchanged: the time
+loop, the record schedule, checkpoints, divergence handling and the HDF5 file are the engine's
+and the store's (``DeepSimulation`` only swaps the kernels). In the file, ``/probes/x`` holds the
+random-noise inputs and ``/sources/index`` the training samples whose sample-space basin is
+recorded; ``/data/y_*`` hold class indices.
+
+The deep network runs on the CPU backend in float64 (``run.backend`` / ``run.precision`` say so
+when set otherwise).
+"""
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from .config import RunSpec, dump_toml
+from .engine import Simulation
+from .engine.cpu import CpuBackend
+from .engine.schedule import schedule
+from .integrators import SDE_CODE, TI_METHOD, TrainerSpec
+from .models.deep import DeepMLP
+from .observables.deep import DEEP_DEFAULT_OBSERVABLES, DEEP_OBSERVABLES, DeepProbes, allocate_deep, deep_dim_sizes
+from .observables.deep import measure_deep
+from .spec import ConfigError, Section, option
+from .tasks import Dataset
+from .tasks.classification import ClassificationTask, make_classification_data
+
+EXPERIMENT_MLP = "mlp"
+_CHUNK_WORK = 2e8  # replica x sample x parameter products per advance call: ~0.2-1 s
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepRecord(Section):
+    SECTION = "record"
+    n_records: int = option(40, "int", "number of record times (before de-duplication of log-spaced steps)",
+                            minimum=2, maximum=1_000_000)
+    spacing: str = option("log", "str", "record steps log-spaced (plus 0 and the last) or evenly spaced",
+                          choices=("log", "linear"))
+    observables: tuple = option(None, "str_list", "observables to record (default: all)",
+                                choices=tuple(DEEP_OBSERVABLES), optional=True)
+    block_records: int = option(16, "int", "records buffered in memory before a block is written", minimum=1,
+                                maximum=100_000)
+    checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints", minimum=0.0)
+    checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps", minimum=1, optional=True)
+    compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
+    basin_samples: int = option(16, "int", "training samples (evenly spread) whose sample-space basin is recorded",
+                                minimum=1, maximum=4096)
+    basin_directions: int = option(16, "int", "random unit directions of the sample-space basin", minimum=1,
+                                   maximum=100_000)
+    basin_max_radius: float = option(8.0, "float", "largest input radius the sample-space basin searches",
+                                     minimum=0.0, exclusive_minimum=True)
+    basin_bisections: int = option(12, "int", "bisection halvings of both basins (resolution max / 2^n)",
+                                   minimum=1, maximum=60)
+    weight_basin_directions: int = option(4, "int", "random directions of the weight-space basin", minimum=1,
+                                          maximum=10_000)
+    weight_basin_max: float = option(2.0, "float", "largest relative weight perturbation searched", minimum=0.0,
+                                     exclusive_minimum=True)
+    weight_basin_fraction: float = option(0.9, "float", "weight-space basin: training accuracy must stay >= this "
+                                                        "fraction of its unperturbed value", minimum=0.0, maximum=1.0)
+    weight_basin_samples: int = option(256, "int", "training samples (the first ones) the weight-space basin's "
+                                                   "accuracy is computed on", minimum=1, maximum=10_000_000)
+    noise_inputs: int = option(128, "int", "random-noise inputs (feature rank, fooling); also the number of "
+                                           "training inputs of the data feature rank", minimum=2, maximum=100_000)
+    fooling_confidence: float = option(0.9, "float", "fooling: softmax confidence that counts as a confident "
+                                                     "classification of noise", minimum=0.0, maximum=1.0)
+
+
+_SECTIONS = {"run": RunSpec, "model": DeepMLP, "task": ClassificationTask, "training": TrainerSpec,
+             "record": DeepRecord}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepConfig:
+    run: RunSpec = dataclasses.field(default_factory=RunSpec)
+    model: DeepMLP = dataclasses.field(default_factory=DeepMLP)
+    task: ClassificationTask = dataclasses.field(default_factory=ClassificationTask)
+    training: TrainerSpec = dataclasses.field(default_factory=lambda: TrainerSpec(loss="softmax_cross_entropy"))
+    record: DeepRecord = dataclasses.field(default_factory=DeepRecord)
+
+    EXPERIMENT = EXPERIMENT_MLP
+
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if self.run.backend != "cpu":
+            raise ConfigError("run.backend", f"got {self.run.backend!r}; the deep MLP (model.kind = 'mlp') runs on "
+                                             "the CPU backend only: set run.backend = 'cpu'")
+        if self.run.precision != "float64":
+            raise ConfigError("run.precision", f"got {self.run.precision!r}; the deep MLP trains in float64 only: "
+                                               "set run.precision = 'float64'")
+        t = self.training
+        if t.loss != "softmax_cross_entropy":
+            raise ConfigError("training.loss", f"got {t.loss!r}; a deep classifier (model.kind = 'mlp') is trained "
+                                               "on the softmax cross-entropy: set training.loss = "
+                                               "'softmax_cross_entropy' or remove it")
+        if t.batch_size is not None and t.batch_size > self.task.train_size:
+            raise ConfigError("training.batch_size", f"got {t.batch_size}; must be <= the training set size "
+                                                     f"({self.task.train_size})")
+        if self.record.basin_samples > self.task.train_size:
+            raise ConfigError("record.basin_samples", f"got {self.record.basin_samples}; must be <= the training set "
+                                                      f"size ({self.task.train_size})")
+        self.architecture  # noqa: B018 - validates input_dim / classes
+
+    @property
+    def architecture(self):
+        return self.model.architecture(self.task.dimension, self.task.n_classes)
+
+    @property
+    def observables(self) -> tuple[str, ...]:
+        return tuple(self.record.observables) if self.record.observables is not None else DEEP_DEFAULT_OBSERVABLES
+
+    # -- the config protocol the engine and the store use ---------------------------------------
+    def resolved(self) -> "DeepConfig":
+        task = dataclasses.replace(self.task, seed=self.run.seed if self.task.seed is None else self.task.seed)
+        training = self.training
+        if training.method == "sde":
+            batch = training.effective_batch(task.train_size) if training.noise == "sgd" else None
+            training = dataclasses.replace(training, batch_size=batch, dt=training.time_step)
+        elif training.method != "gd":
+            training = dataclasses.replace(training, batch_size=training.effective_batch(task.train_size))
+        record = dataclasses.replace(self.record, observables=self.observables)
+        return dataclasses.replace(self, task=task, training=training, record=record)
+
+    def to_mapping(self) -> dict:
+        return {name: getattr(self, name).to_mapping() for name in _SECTIONS}
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_mapping())
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
+
+    def model_attributes(self) -> dict:
+        return self.architecture.attributes()
+
+    @property
+    def param_layout(self) -> str:
+        return self.architecture.param_layout
+
+    def training_attributes(self) -> dict:
+        return self.training.attributes(self.task.train_size)
+
+    def observable_specs(self) -> dict:
+        return DEEP_OBSERVABLES
+
+    def dim_sizes(self, n_probes: int, n_sources: int, n_waits: int = 0) -> dict[str, int]:
+        return deep_dim_sizes(self.model.depth, n_sources, n_probes)
+
+
+def deep_config_from_mapping(data: dict) -> DeepConfig:
+    for key in data:
+        if key not in _SECTIONS:
+            raise ConfigError(key, f"unknown table [{key}] for an mlp config; allowed: "
+                                   f"{', '.join('[' + s + ']' for s in _SECTIONS)}")
+    tables = {name: dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data.get(name)
+              for name in _SECTIONS}
+    if isinstance(tables["training"], dict):
+        tables["training"].setdefault("loss", "softmax_cross_entropy")
+    return DeepConfig(**{name: cls.from_mapping(tables[name], name) for name, cls in _SECTIONS.items()})
+
+
+def is_deep_mapping(data) -> bool:
+    model = data.get("model") if isinstance(data, dict) else None
+    return isinstance(model, dict) and model.get("kind") == EXPERIMENT_MLP
+
+
+def _noise_inputs(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n inputs uniform per coordinate between the training set's min and max of that coordinate."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 200])))
+    low, high = x_train.min(axis=0), x_train.max(axis=0)
+    return low + (high - low) * rng.random((n, x_train.shape[1]))
+
+
+def _directions(dim: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 201])))
+    u = rng.standard_normal((n, dim))
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+class DeepSimulation(Simulation):
+    """A deep-MLP run: the engine's time loop with the deep kernels (see the module docstring)."""
+
+    def __init__(self, config):
+        self.config = config.resolved()
+        cfg = self.config
+        self.backend = CpuBackend()
+        seed = cfg.run.seed
+        data = make_classification_data(cfg.task, seed)
+        self.arch = cfg.architecture
+        self.layers = self.arch.layer_table()
+        self.act = self.arch.activation_code
+        self.labels_train, self.labels_test = data.labels_train, data.labels_test
+        p = data.x_train.shape[0]
+        rec = cfg.record
+        basin_index = np.unique(np.round(np.linspace(0, p - 1, rec.basin_samples)).astype(np.int64))
+        noise = _noise_inputs(data.x_train, rec.noise_inputs, cfg.task.seed)
+        n_feat = min(rec.noise_inputs, p)
+        weight_n = min(rec.weight_basin_samples, p)
+        self.probes = DeepProbes(basin_x=np.ascontiguousarray(data.x_train[basin_index]),
+                                 directions=_directions(data.x_train.shape[1], rec.basin_directions, cfg.task.seed),
+                                 feature_x=np.ascontiguousarray(data.x_train[:n_feat]),
+                                 noise_x=np.ascontiguousarray(noise[:n_feat]),
+                                 weight_x=np.ascontiguousarray(data.x_train[:weight_n]),
+                                 weight_labels=np.ascontiguousarray(self.labels_train[:weight_n]))
+        self.data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, np.ascontiguousarray(noise),
+                            basin_index)
+        self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(p, self.arch.n_params)
+        self.waits = self.lags = np.zeros(0, dtype=np.int64)
+        self.record_steps = schedule(cfg.run.steps, rec.n_records, rec.spacing, self.waits, self.lags)
+        batch = cfg.training.effective_batch(p) if cfg.training.method != "sde" else p
+        work = cfg.run.replicas * batch * self.arch.n_params * 3
+        self.chunk_steps = int(max(1, _CHUNK_WORK // max(work, 1)))
+
+    def initial_params(self) -> np.ndarray:
+        return self.arch.init_params(self.config.run.seed, self.config.run.replicas)
+
+    def allocate_buffers(self) -> dict:
+        return allocate_deep(self.config.observables, self.config.run.replicas, self.config.model.depth,
+                             len(self.data.source_index))
+
+    def advance(self, params, s0, s1, status, failed_step):
+        from .engine.cpu import _advance_deep, _advance_deep_sde
+
+        kernel = _advance_deep_sde if self.trainer_ints[TI_METHOD] == SDE_CODE else _advance_deep
+        kernel(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
+               self.trainer_floats, np.uint64(self.config.run.seed), s0, s1, status, failed_step)
+
+    def measure(self, params, buffers):
+        measure_deep(params, self.data.x_train, self.labels_train, self.data.x_test, self.labels_test, self.layers,
+                     self.act, self.probes, self.config.record, self.config.run.seed, buffers)
+
+    @property
+    def host_observables(self) -> bool:
+        return False
+
