@@ -17,6 +17,7 @@ from dynsim.sweep import is_sweep_file, sweep_points
 
 from . import quantities as q
 from .chain import chain_section
+from .deep import deep_run_section, deep_sweep_section, is_deep_run, is_deep_sweep
 from .plasticity import plasticity_section
 from .regions import regions_section
 from .saturation import SATURATING_LOSSES, saturation_section
@@ -347,19 +348,26 @@ def write_report(paths, out_dir, *, window=None, transfer=False) -> Path:
     A merged sweep file (``dynsim sweep``) gets a table of its points and heat maps of the final
     loss and the fitted response exponent over its first two axes; a max-norm chain file
     (``dynsim run`` of a maxnorm_chain config) gets the collapse, distance, norm-growth, wormhole
-    and flip-label figures of ``analysis.chain``. ``transfer``: also the adversarial transfer between
-    the replicas of each classification run (``analysis.transfer``)."""
+    and flip-label figures of ``analysis.chain``; a deep-MLP run (model kind 'mlp') gets
+    ``analysis.deep.deep_run_section`` and a merged sweep of them ``deep_sweep_section`` (the other
+    sections assume the one-hidden-layer network). ``transfer``: also the adversarial transfer between
+    the replicas of each classification run of the one-hidden-layer network (``analysis.transfer``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweeps = [p for p in paths if is_sweep_file(p)]
     chains = [p for p in paths if p not in sweeps and file_experiment(p) == EXPERIMENT_CHAIN]
     paths = [p for p in paths if p not in sweeps and p not in chains]
+    deep = [p for p in paths if is_deep_run(p)]
+    paths = [p for p in paths if p not in deep]
     summaries = [summarise_run(p, out_dir, window) for p in paths]
     text = ["# dynsim analysis report", ""]
     for p in sweeps:
-        text += _sweep_section(_plt(), p, out_dir, window)
+        text += deep_sweep_section(p, out_dir, _plt())[0] if is_deep_sweep(p) else _sweep_section(_plt(), p, out_dir,
+                                                                                                  window)
     for p in chains:
         text += chain_section(p, out_dir, _plt()).lines
+    for p in deep:
+        text += deep_run_section(p, out_dir, _plt())[0]
     for s in summaries:
         text += s.lines
     if transfer:
