@@ -1,0 +1,94 @@
+"""Reduced versions of the deep-network experiments of issue 9 (and the fooling-vs-depth link of
+issue 10), each asserting its effect with a stated margin. The full-size runs are the configs
+``data/configs/{grokking_modular,deep_depth_sweep,deep_width_sweep,double_descent_width}.toml``;
+their numbers are in docs/results.md, section 8.
+"""
+import numpy as np
+import pytest
+
+from analysis.deep import first_crossing
+from dynsim.config import parse_config
+from dynsim.engine import make_simulation
+from dynsim.store import RunReader
+
+
+def _toml(tables: dict) -> str:
+    text = ""
+    for name, values in tables.items():
+        text += f"[{name}]\n"
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, str):
+                value = f'"{value}"'
+            elif isinstance(value, (list, tuple)):
+                value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+            text += f"{key} = {value}\n"
+    return text
+
+
+def _run(tmp_path, name, tables):
+    path = tmp_path / f"{name}.h5"
+    result = make_simulation(parse_config(_toml(tables))).run(path, progress=False)
+    assert result.ok, result.message
+    return RunReader(path)
+
+
+def test_grokking_on_modular_addition_test_accuracy_rises_long_after_training_accuracy(tmp_path):
+    """(a + b) mod 23 from 80 % of the pairs, width 256, SGD with weight decay 0.003.
+
+    Full size (grokking_modular.toml, width 512, 30,000 steps): training accuracy saturates after
+    ~2,000 steps with test accuracy 0, which reaches 0.9 about ten times later. Reduced: 6,000 steps;
+    measured (seed 1): training accuracy >= 0.99 from ~1,000 steps, where test accuracy is 0; test
+    accuracy 0.5 at ~3,600 steps and ~0.8 at 6,000. Asserted with margins: test accuracy <= 0.15 when
+    training accuracy first reaches 0.99 (chance is 1/23 = 0.043), >= 0.5 at the end, and the
+    test accuracy reaches 0.5 at least 2.5 times later than the training accuracy reaches 0.99.
+    """
+    reader = _run(tmp_path, "grok", dict(
+        run=dict(seed=1, replicas=2, steps=6000),
+        model=dict(kind="mlp", depth=1, width=256, activation="relu"),
+        task=dict(kind="modular_addition", modulus=23, train_fraction=0.8),
+        training=dict(method="sgd", eta=0.4, batch_size=32, weight_decay=0.003),
+        record=dict(n_records=24, observables=["accuracy_train", "accuracy_test"])))
+    with reader:
+        t = reader.times
+        train, test = reader.observable("accuracy_train"), reader.observable("accuracy_test")
+    t_train, k_train = first_crossing(t, train, 0.99, interpolate=False)
+    t_test, _ = first_crossing(t, test, 0.5, interpolate=False)
+    assert np.all(np.isfinite(t_train)) and np.all(np.isfinite(t_test))
+    assert np.all(test[k_train, np.arange(2)] <= 0.15)
+    assert test[-1].mean() >= 0.5
+    assert np.all(t_test >= 2.5 * t_train)
+
+
+def test_deeper_nets_are_fooled_more_and_have_smaller_basins_and_feature_rank(tmp_path):
+    """Depth 1 vs 8 at width 16 on 200 digits (2 replicas, 1,500 SGD steps).
+
+    Full size (deep_depth_sweep.toml, width 32): from depth 1 to 12 the fraction of uniform-noise
+    inputs classified with confidence >= 0.9 grows from 0.21 to 0.71, the weight-space basin shrinks
+    from 0.36 to 0.16 and the data feature rank from 16 to 10. Asserted here with margins well inside
+    the reduced run's gaps: fooling(8) > fooling(1) + 0.1, basin_weight(8) < 0.8 basin_weight(1),
+    feature_rank_data(8) < feature_rank_data(1).
+    """
+    values = {}
+    for depth in (1, 8):
+        reader = _run(tmp_path, f"depth{depth}", dict(
+            run=dict(seed=2, replicas=2, steps=1500),
+            model=dict(kind="mlp", depth=depth, width=16, activation="relu"),
+            task=dict(kind="digits", n_train=200, n_test=200),
+            training=dict(method="sgd", eta=0.05, batch_size=32),
+            record=dict(n_records=4, observables=["accuracy_train", "accuracy_test", "fooling_fraction",
+                                                  "basin_weight", "feature_rank_data"],
+                        weight_basin_samples=200, weight_basin_directions=3, basin_bisections=8, noise_inputs=128)))
+        with reader:
+            values[depth] = {name: reader.observable(name)[-1].mean() for name in reader.observable_names}
+    print(values)
+    assert values[1]["accuracy_train"] >= 0.95 and values[8]["accuracy_train"] >= 0.95
+    assert values[8]["fooling_fraction"] > values[1]["fooling_fraction"] + 0.1
+    assert values[8]["basin_weight"] < 0.8 * values[1]["basin_weight"]
+    assert values[8]["feature_rank_data"] < values[1]["feature_rank_data"]
+
+
+@pytest.mark.parametrize("unused", [None])
+def test_placeholder_for_double_descent(unused):
+    pytest.skip("double descent reduced test: written once the full-size sweep has measured the effect")
