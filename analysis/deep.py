@@ -104,7 +104,7 @@ def _summary(values) -> tuple[float, float, int]:
     return float(v.mean()), float(np.median(v)), int(v.size)
 
 
-def grokking_from_arrays(t, accuracy_train, accuracy_test, level=0.95, extras=None, interpolate=True) -> dict:
+def grokking_from_arrays(t, accuracy_train, accuracy_test, level=0.9, extras=None, interpolate=True) -> dict:
     """Grokking numbers from arrays: t [record], accuracies [record, replica], ``extras`` {name: [record, replica]}.
 
     Per replica (``first_crossing``): ``t_train``, ``t_test`` (NaN if never reached), ``delay`` =
@@ -237,7 +237,7 @@ def deep_series(reader) -> dict:
     return out
 
 
-def grokking_delay(reader, level=0.95, interpolate=True):
+def grokking_delay(reader, level=0.9, interpolate=True):
     """Grokking numbers of an open run (``grokking_from_arrays`` on the reader's t, accuracy_train,
     accuracy_test and the ``TRANSITION_SERIES`` it records). The crossing time is interpolated linearly in
     log t between the two records around it (``first_crossing``); ``interpolate=False`` gives the time of
@@ -300,7 +300,7 @@ def _title(reader) -> str:
 
 
 # -- one run -------------------------------------------------------------------------------------------
-def deep_run_section(path, out_dir, plt, group=None, level=0.95) -> tuple[list[str], dict]:
+def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[str], dict]:
     """Markdown lines and PNG figures (in ``out_dir``) of one deep-MLP run; returns (lines, numbers).
 
     Figures (x = t on a log axis; curves are the mean over replicas with a +-1 s.e. band):
@@ -491,7 +491,7 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
     [...], best, best_accuracy_test, best_accuracy_test_se, interpolation_threshold, test_error_peak,
     peak_near_threshold}}.
     """
-    from dynsim.sweep import sweep_points
+    from dynsim.sweep import sweep_failures, sweep_points
 
     from .report import _save
 
@@ -513,8 +513,13 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
         row["n_replicas"] = int(max((len(v) for v in final.values()), default=0))
         rows.append(row)
         finals.append(final)
-    numbers = dict(points=rows, varying_axes=[], axes={})
+    numbers = dict(points=rows, varying_axes=[], axes={}, not_completed=sweep_failures(path))
     lines = [f"## deep sweep {stem}: {len(rows)} completed points over {', '.join(axes) or 'no axes'}", ""]
+    for name, values, code, message in numbers["not_completed"]:  # diverged or failed points are not merged
+        where = ", ".join(f"{a} = {_fmt(_axis_value(v))}" for a, v in values.items())
+        lines.append(f"- point {name} ({where}) not included: {code}: {message}")
+    if numbers["not_completed"]:
+        lines.append("")
     if not rows:
         return lines + ["- no completed points", ""], numbers
     columns = [q for q in SWEEP_COLUMNS if any(q in r for r in rows)]
@@ -597,7 +602,7 @@ def _sweep_figure(plt, axis, per, columns, path, save):
         if _log_axis(values):
             ax.set_xscale("log")
             ax.minorticks_off()  # the minor labels of a log axis overlap the axis values
-        if not numeric or len(values) <= 12:
+        if not numeric or len(values) <= 8:
             ax.set_xticks(x, [_fmt(v) for v in values])
         ax.legend(fontsize=6)
     for ax in list(axs.flat)[len(panels):]:

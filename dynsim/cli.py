@@ -150,9 +150,16 @@ def _cmd_config_keys(args) -> int:
     import dataclasses
 
     from .config import _SECTIONS
+    from .deep_experiment import DeepMLP, DeepRecord
+    from .tasks.classification import ClassificationTask
 
-    for name, cls in _SECTIONS.items():
-        print(f"[{name}]")
+    sections = [(f"[{name}]", cls) for name, cls in _SECTIONS.items()]
+    sections += [('[model] with kind = "mlp" (a deep classifier; [run] and [training] as above, training.loss '
+                  '= "softmax_cross_entropy")', DeepMLP),
+                 ('[task] with [model] kind = "mlp"', ClassificationTask),
+                 ('[record] with [model] kind = "mlp"', DeepRecord)]
+    for header, cls in sections:
+        print(header)
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(cls)}
         for key, allowed, doc in cls.describe():

@@ -323,6 +323,28 @@ def sweep_points(path) -> list[tuple[str, dict]]:
     return out
 
 
+def sweep_failures(path) -> list[tuple[str, dict, str, str]]:
+    """(point, axis values, status code, message) of every point of a merged sweep file that did not
+    complete (diverged, failed, pending): they are listed in /sweep but their files are not merged."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        axes = json.loads(f.attrs["axes"])
+        names = [n.decode() for n in f["sweep/point"][:]]
+        codes = [c.decode() for c in f["sweep/status"][:]]
+        messages = [m.decode() if isinstance(m, bytes) else str(m) for m in f["sweep/message"][:]]
+        out = []
+        for i, name in enumerate(names):
+            if codes[i] == "completed":
+                continue
+            values = {}
+            for axis in axes:
+                v = f["sweep/axes"][axis][i]
+                values[axis] = v.decode() if isinstance(v, bytes) else v
+            out.append((name, values, codes[i], messages[i]))
+    return out
+
+
 def is_sweep_file(path) -> bool:
     import h5py
 
