@@ -162,11 +162,21 @@ def interpolation_threshold(values, train_accuracy, level=INTERPOLATION_LEVEL):
 
 
 def test_error_peak(values, test_error):
-    """Axis value of the largest mean test error (the first such value on ties); None if all are NaN."""
+    """Axis value of the second-descent peak: the largest mean test error at or after the first local
+    minimum of the curve (the bottom of the classical U, where error first stops decreasing along the
+    axis values in the given, ascending order); None when error never rises after that minimum (no
+    peak beyond the underfitting descent) or all values are NaN. Ties: the first."""
     err = np.asarray(test_error, dtype=float)
-    if not np.isfinite(err).any():
+    finite = np.flatnonzero(np.isfinite(err))
+    if finite.size < 2:
         return None
-    return values[int(np.nanargmax(err))]
+    e = err[finite]
+    rises = np.flatnonzero(e[1:] > e[:-1])
+    if rises.size == 0:
+        return None
+    bottom = int(rises[0])
+    peak = bottom + int(np.argmax(e[bottom:]))
+    return values[int(finite[peak])] if peak > bottom else None
 
 
 test_error_peak.__test__ = False  # its name starts with test_: a test module importing it must not collect it
@@ -191,12 +201,19 @@ def best_value(values, test_accuracy):
     return values[k], float(acc[k])
 
 
-def double_descent(values, train_accuracy, test_error, level=INTERPOLATION_LEVEL, factor=PEAK_FACTOR) -> dict:
-    """``interpolation_threshold``, ``test_error_peak`` and ``peak_near_threshold`` of per-value means."""
+def double_descent(values, train_accuracy, test_error, level=INTERPOLATION_LEVEL, factor=PEAK_FACTOR,
+                   test_loss=None) -> dict:
+    """``interpolation_threshold``, ``test_error_peak`` and ``peak_near_threshold`` of per-value means;
+    with ``test_loss``, also ``test_loss_peak`` and ``loss_peak_near_threshold`` (the same second-descent
+    peak of the mean test loss, often the clearer signal for a classifier)."""
     threshold = interpolation_threshold(values, train_accuracy, level)
     peak = test_error_peak(values, test_error)
-    return dict(interpolation_threshold=threshold, test_error_peak=peak,
-                peak_near_threshold=peak_near_threshold(peak, threshold, factor))
+    out = dict(interpolation_threshold=threshold, test_error_peak=peak,
+               peak_near_threshold=peak_near_threshold(peak, threshold, factor))
+    if test_loss is not None:
+        loss_peak = test_error_peak(values, test_loss)
+        out.update(test_loss_peak=loss_peak, loss_peak_near_threshold=peak_near_threshold(loss_peak, threshold, factor))
+    return out
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -455,7 +472,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
 
 
 # -- a sweep of runs -----------------------------------------------------------------------------------
-SWEEP_COLUMNS = ("accuracy_test", "accuracy_train", "test_error", "basin_sample", "basin_weight") + MODE_NAMES + (
+SWEEP_COLUMNS = ("accuracy_test", "accuracy_train", "test_error", "loss_test", "basin_sample", "basin_weight") + MODE_NAMES + (
     "feature_rank_data", "feature_rank_noise", "fooling_fraction")
 
 
@@ -552,7 +569,7 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
             per["best"], per["best_accuracy_test"] = best, best_acc
             per["best_accuracy_test_se"] = per["accuracy_test_se"][values.index(best)] if best is not None else math.nan
             per.update(double_descent(values, per.get("accuracy_train", [math.nan] * len(values)),
-                                      per["test_error"]))
+                                      per["test_error"], test_loss=per.get("loss_test")))
         numbers["axes"][axis] = per
         lines += ["", f"### against {axis} (pooled over the other axes)", ""]
         lines += _table([axis] + columns, [[v] + [per[q][k] for q in columns] for k, v in enumerate(values)])
@@ -562,7 +579,11 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
                       f"- interpolation threshold (smallest {axis} with mean train accuracy >= "
                       f"{INTERPOLATION_LEVEL:g}): {_fmt(per['interpolation_threshold'])}; test-error peak at "
                       f"{axis} = {_fmt(per['test_error_peak'])}; peak within a factor {PEAK_FACTOR:g} of the "
-                      f"threshold: {_fmt(per['peak_near_threshold'])}"]
+                      f"threshold: {_fmt(per['peak_near_threshold'])}"
+                      + (f"; test-loss peak at {axis} = {_fmt(per['test_loss_peak'])} (near the threshold: "
+                         f"{_fmt(per['loss_peak_near_threshold'])})" if "test_loss_peak" in per else ""),
+                      "  (peaks: the largest mean value after the first local minimum along the axis, i.e. beyond "
+                      "the underfitting descent; none when the curve never rises again)"]
         figures.append(_sweep_figure(plt, axis, per, columns, out_dir / f"{stem}_deep_{axis.replace('.', '_')}.png",
                                      _save))
     lines.append("")
