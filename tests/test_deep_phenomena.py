@@ -4,7 +4,6 @@ issue 10), each asserting its effect with a stated margin. The full-size runs ar
 their numbers are in docs/results.md, section 8.
 """
 import numpy as np
-import pytest
 
 from analysis.deep import first_crossing
 from dynsim.config import parse_config
@@ -87,8 +86,3 @@ def test_deeper_nets_are_fooled_more_and_have_smaller_basins_and_feature_rank(tm
     assert values[8]["fooling_fraction"] > values[1]["fooling_fraction"] + 0.1
     assert values[8]["basin_weight"] < 0.8 * values[1]["basin_weight"]
     assert values[8]["feature_rank_data"] < values[1]["feature_rank_data"]
-
-
-@pytest.mark.parametrize("unused", [None])
-def test_placeholder_for_double_descent(unused):
-    pytest.skip("double descent reduced test: written once the full-size sweep has measured the effect")
