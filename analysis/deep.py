@@ -161,22 +161,21 @@ def interpolation_threshold(values, train_accuracy, level=INTERPOLATION_LEVEL):
     return min(hits) if all(_is_number(v) for v in hits) else hits[0]
 
 
-def test_error_peak(values, test_error):
-    """Axis value of the second-descent peak: the largest mean test error at or after the first local
-    minimum of the curve (the bottom of the classical U, where error first stops decreasing along the
-    axis values in the given, ascending order); None when error never rises after that minimum (no
-    peak beyond the underfitting descent) or all values are NaN. Ties: the first."""
+def test_error_peak(values, test_error, threshold=None):
+    """Axis value of the second-descent peak of a curve over ascending axis values, relative to the
+    interpolation ``threshold``: the largest value at or after the bottom of the classical U, the
+    bottom being the lowest point among the values below the threshold (the first point if there is
+    none). None when the largest value is that bottom itself (no rise beyond it), when there is no
+    threshold (a curve that never interpolates has no double descent), or when all values are NaN.
+    """
     err = np.asarray(test_error, dtype=float)
-    finite = np.flatnonzero(np.isfinite(err))
-    if finite.size < 2:
+    if threshold is None or not np.isfinite(err).any():
         return None
-    e = err[finite]
-    rises = np.flatnonzero(e[1:] > e[:-1])
-    if rises.size == 0:
-        return None
-    bottom = int(rises[0])
-    peak = bottom + int(np.argmax(e[bottom:]))
-    return values[int(finite[peak])] if peak > bottom else None
+    below = [k for k, v in enumerate(values) if _is_number(v) and v < threshold and np.isfinite(err[k])]
+    bottom = min(below, key=lambda k: err[k]) if below else int(np.flatnonzero(np.isfinite(err))[0])
+    after = np.where(np.arange(len(err)) >= bottom, err, np.nan)
+    peak = int(np.nanargmax(after))
+    return values[peak] if peak != bottom else None
 
 
 test_error_peak.__test__ = False  # its name starts with test_: a test module importing it must not collect it
@@ -207,11 +206,11 @@ def double_descent(values, train_accuracy, test_error, level=INTERPOLATION_LEVEL
     with ``test_loss``, also ``test_loss_peak`` and ``loss_peak_near_threshold`` (the same second-descent
     peak of the mean test loss, often the clearer signal for a classifier)."""
     threshold = interpolation_threshold(values, train_accuracy, level)
-    peak = test_error_peak(values, test_error)
+    peak = test_error_peak(values, test_error, threshold)
     out = dict(interpolation_threshold=threshold, test_error_peak=peak,
                peak_near_threshold=peak_near_threshold(peak, threshold, factor))
     if test_loss is not None:
-        loss_peak = test_error_peak(values, test_loss)
+        loss_peak = test_error_peak(values, test_loss, threshold)
         out.update(test_loss_peak=loss_peak, loss_peak_near_threshold=peak_near_threshold(loss_peak, threshold, factor))
     return out
 
@@ -582,8 +581,8 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
                       f"threshold: {_fmt(per['peak_near_threshold'])}"
                       + (f"; test-loss peak at {axis} = {_fmt(per['test_loss_peak'])} (near the threshold: "
                          f"{_fmt(per['loss_peak_near_threshold'])})" if "test_loss_peak" in per else ""),
-                      "  (peaks: the largest mean value after the first local minimum along the axis, i.e. beyond "
-                      "the underfitting descent; none when the curve never rises again)"]
+                      "  (a peak is the largest mean value at or after the lowest point below the threshold, the "
+                      "bottom of the classical U; none when nothing beyond that bottom is higher)"]
         figures.append(_sweep_figure(plt, axis, per, columns, out_dir / f"{stem}_deep_{axis.replace('.', '_')}.png",
                                      _save))
     lines.append("")
@@ -597,6 +596,7 @@ def _sweep_figure(plt, axis, per, columns, path, save):
     numeric = all(_is_number(v) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
     panels = [("accuracy", ("accuracy_train", "accuracy_test")), ("test error", ("test_error",)),
+              ("test loss", ("loss_test",)),
               ("sample-space basin", ("basin_sample",)), ("weight-space basin", ("basin_weight",)),
               ("neuron modes (layer mean)", MODE_NAMES), ("feature rank", ("feature_rank_data", "feature_rank_noise")),
               ("fooling fraction", ("fooling_fraction",))]
@@ -614,8 +614,9 @@ def _sweep_figure(plt, axis, per, columns, path, save):
             else:
                 ax.plot(x, y, marker="o", label=MODE_LABELS.get(q, q.replace("accuracy_", "").replace(
                     "feature_rank_", "")))
-        if title == "test error":
-            for key, style in (("interpolation_threshold", "--"), ("test_error_peak", ":")):
+        if title in ("test error", "test loss"):
+            peak_key = "test_error_peak" if title == "test error" else "test_loss_peak"
+            for key, style in (("interpolation_threshold", "--"), (peak_key, ":")):
                 v = per.get(key)
                 if v is not None and numeric:
                     ax.axvline(float(v), color="k", linestyle=style, linewidth=0.8, label=key.replace("_", " "))

@@ -22,7 +22,7 @@ from .config import RunSpec, dump_toml
 from .engine import Simulation
 from .engine.cpu import CpuBackend
 from .engine.schedule import schedule
-from .integrators import SDE_CODE, TI_METHOD, TrainerSpec
+from .integrators import TrainerSpec
 from .models.deep import DeepMLP
 from .observables.deep import DEEP_DEFAULT_OBSERVABLES, DEEP_OBSERVABLES, DeepProbes, allocate_deep, deep_dim_sizes
 from .observables.deep import measure_deep
@@ -225,10 +225,9 @@ class DeepSimulation(Simulation):
                              len(self.data.source_index))
 
     def advance(self, params, s0, s1, status, failed_step):
-        from .engine.cpu import _advance_deep, _advance_deep_sde
+        from .engine.cpu import _advance_deep
 
-        kernel = _advance_deep_sde if self.trainer_ints[TI_METHOD] == SDE_CODE else _advance_deep
-        kernel(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
+        _advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
                self.trainer_floats, np.uint64(self.config.run.seed), s0, s1, status, failed_step)
 
     def measure(self, params, buffers):

@@ -7,19 +7,9 @@ Tolerances are stated where they are used; the ones shared by many tests live he
   accumulated operations and cancellation in small differences, 1e-10 relative leaves a wide
   margin while any real bug (wrong term, wrong factor) is orders of magnitude larger.
 """
+import dataclasses
 import os
-
-# Under pytest-xdist (the README's test command runs two workers) every worker compiles into its
-# own Numba cache: two processes writing index and data files of one cache can pair an index entry
-# with the other process's machine code (numba/numba#10128). Set before Numba is imported; the
-# subprocesses and Dask workers a test starts inherit it, so they share their worker's cache.
-_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if _XDIST_WORKER and "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                 ".numba-cache", _XDIST_WORKER)
-
-import dataclasses  # noqa: E402
-import subprocess  # noqa: E402
+import subprocess
 import sys
 from pathlib import Path
 

@@ -148,7 +148,7 @@ def test_double_descent_numbers_on_synthetic_arrays():
                   "test_loss_peak": 4, "loss_peak_near_threshold": True}
     dd = double_descent(values, [0.5, 0.8, 0.991, 1.0, 1.0], [0.3, 0.4, 0.1, 0.35, 0.5])
     assert dd["test_error_peak"] == 16 and dd["peak_near_threshold"] is False
-    # a curve that only descends has no second-descent peak, whatever its largest value
+    # a curve that only descends beyond its threshold has no second-descent peak, whatever its largest value
     assert double_descent(values, [1.0] * 5, [0.8, 0.5, 0.3, 0.2, 0.1])["test_error_peak"] is None
     assert double_descent(values, [0.5] * 5, [0.3] * 5)["interpolation_threshold"] is None
     assert interpolation_threshold([16, 1, 4], [1.0, 0.5, 0.995]) == 4  # the smallest value, whatever the order
@@ -248,10 +248,11 @@ def test_deep_sweep_numbers_match_numpy(deep_files, tmp_path):
     assert per["best"] == widths[int(np.argmax(test))] and per["best_accuracy_test"] == pytest.approx(test.max())
     threshold = min((v for v, a in zip(widths, train) if a >= 0.99), default=None)
     assert threshold == 16  # the sweep is chosen so that only the widest net interpolates its noisy labels
-    err = 1 - test  # reference: the largest error after the first rise of the curve (None if it never rises)
-    rise = next((k for k in range(len(err) - 1) if err[k + 1] > err[k]), None)
-    peak = None if rise is None else widths[rise + int(np.argmax(err[rise:]))]
-    peak = None if rise is not None and peak == widths[rise] else peak
+    err = 1 - test  # reference: the largest error at or after the lowest one below the threshold
+    below = [k for k, w in enumerate(widths) if w < threshold]
+    bottom = min(below, key=lambda k: err[k]) if below else 0
+    top = bottom + int(np.argmax(err[bottom:]))
+    peak = widths[top] if top != bottom else None
     assert per["interpolation_threshold"] == threshold and per["test_error_peak"] == peak
     assert per["peak_near_threshold"] == (None if peak is None else threshold / 2 <= peak <= 2 * threshold)
     text = "\n".join(lines)

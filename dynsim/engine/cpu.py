@@ -104,13 +104,16 @@ def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
+# One parallel kernel for every deep-MLP trainer (a branch per step, not two kernels): the parallel
+# machinery costs ~9 s of compile time per kernel, more than the SDE step itself.
 @njit(cache=True, error_model="numpy", parallel=True)
 def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
-    """The discrete trainers for the deep MLP (``dynsim.models.deep``): labels int64 class indices."""
+    """Every trainer for the deep MLP (``dynsim.models.deep``): labels int64 class indices."""
     replicas, dim = params.shape
     n_train = x.shape[0]
     n_units = layers[layers.shape[0] - 1, 5] + layers[layers.shape[0] - 1, 1]
     classes = layers[layers.shape[0] - 1, 1]
+    sde = ti[TI_METHOD] == SDE_CODE
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
     for r in prange(replicas):
         if status[r] != STATUS_OK:
@@ -119,37 +122,19 @@ def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, 
         post = np.empty(n_units)
         delta = np.empty(n_units)
         prob = np.empty(classes)
-        g = np.empty(dim)
+        g = np.empty(0 if sde else dim)
         perm = np.empty(n_perm, dtype=np.int64)
         perm_epoch = np.full(1, -1, dtype=np.int64)
+        xi = np.empty(ti[TI_N_XI] if sde else 0)
+        work = np.empty((WORK_ROWS if sde else 0, dim))
         theta = params[r]
         for s in range(s0, s1):
-            if not deep_discrete_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, g,
-                                      perm, perm_epoch):
-                status[r] = STATUS_NONFINITE
-                failed_step[r] = s
-                break
-        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
-
-
-@njit(cache=True, error_model="numpy", parallel=True)
-def _advance_deep_sde(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
-    """The continuous-time trainer for the deep MLP."""
-    replicas, dim = params.shape
-    n_units = layers[layers.shape[0] - 1, 5] + layers[layers.shape[0] - 1, 1]
-    classes = layers[layers.shape[0] - 1, 1]
-    for r in prange(replicas):
-        if status[r] != STATUS_OK:
-            continue
-        pre = np.empty(n_units)
-        post = np.empty(n_units)
-        delta = np.empty(n_units)
-        prob = np.empty(classes)
-        xi = np.empty(ti[TI_N_XI])
-        work = np.empty((WORK_ROWS, dim))
-        theta = params[r]
-        for s in range(s0, s1):
-            if not deep_sde_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, xi, work):
+            if sde:
+                ok = deep_sde_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, xi, work)
+            else:
+                ok = deep_discrete_step(theta, x, labels, layers, act, ti, tf, seed, r, s, pre, post, delta, prob, g,
+                                        perm, perm_epoch)
+            if not ok:
                 status[r] = STATUS_NONFINITE
                 failed_step[r] = s
                 break
