@@ -208,8 +208,8 @@ class DeepSimulation(Simulation):
                                  noise_x=np.ascontiguousarray(noise[:n_feat]),
                                  weight_x=np.ascontiguousarray(data.x_train[:weight_n]),
                                  weight_labels=np.ascontiguousarray(self.labels_train[:weight_n]))
-        self.data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, np.ascontiguousarray(noise),
-                            basin_index)
+        # /probes/x of the file: the noise inputs the measurements use (as many as training inputs at most)
+        self.data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, self.probes.noise_x, basin_index)
         self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(p, self.arch.n_params)
         self.waits = self.lags = np.zeros(0, dtype=np.int64)
         self.record_steps = schedule(cfg.run.steps, rec.n_records, rec.spacing, self.waits, self.lags)

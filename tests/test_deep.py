@@ -322,3 +322,17 @@ def test_softmax_loss_is_refused_for_the_simple_network():
         parse_config('[training]\nloss = "softmax_cross_entropy"\n')
     assert err.value.field == "training.loss"
     assert set(ACTIVATIONS) >= {"relu", "tanh"}
+
+
+def test_cli_runs_and_describes_a_deep_config(tmp_path):
+    from conftest import run_cli
+
+    good = _config(run=dict(steps=20)).to_toml()
+    (tmp_path / "deep.toml").write_text(good)
+    proc = run_cli("run", tmp_path / "deep.toml", "-o", tmp_path / "deep.h5", "-q")
+    assert proc.returncode == 0, proc.stderr
+    info = run_cli("info", tmp_path / "deep.h5")
+    assert info.returncode == 0 and "model       mlp:" in info.stdout and "mode_dead" in info.stdout
+    (tmp_path / "bad.toml").write_text(good.replace('loss = "softmax_cross_entropy"', 'loss = "squared"'))
+    bad = run_cli("run", tmp_path / "bad.toml", "-o", tmp_path / "bad.h5")
+    assert bad.returncode == 2 and "training.loss" in bad.stderr and not (tmp_path / "bad.h5").exists()
