@@ -379,6 +379,10 @@ class RunWriter:
         if len(self.waits):
             self._write_two_time()
         self.file["params/final"][...] = params
+        # the status is the commit point of the whole file: everything above must be on disk before
+        # it says "completed" (one flush for both let HDF5 write the small status first, and a kill in
+        # that flush left a "completed" file whose /params/final was still the NaN fill value)
+        self.file.flush()
         self.set_status(code, message, last_step=step, replica=replica, failed_step=failed_step)
         self.file.flush()
 
