@@ -158,12 +158,7 @@ class Config:
         """The same config with derived values filled in (what a run writes to its file)."""
         task = dataclasses.replace(self.task, seed=self.run.seed if self.task.seed is None else self.task.seed,
                                    teacher_activation=self.task.teacher_activation or self.model.activation)
-        training = self.training
-        if training.method == "sde":
-            batch = training.effective_batch(self.task.n_train) if training.noise == "sgd" else None
-            training = dataclasses.replace(training, batch_size=batch, dt=training.time_step)
-        elif training.method != "gd":
-            training = dataclasses.replace(training, batch_size=training.effective_batch(self.task.n_train))
+        training = self.training.resolved(self.task.n_train)
         record = dataclasses.replace(self.record, observables=self.observables)
         return dataclasses.replace(self, task=task, training=training, record=record)
 

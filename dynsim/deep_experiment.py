@@ -118,12 +118,7 @@ class DeepConfig:
     # -- the config protocol the engine and the store use ---------------------------------------
     def resolved(self) -> "DeepConfig":
         task = dataclasses.replace(self.task, seed=self.run.seed if self.task.seed is None else self.task.seed)
-        training = self.training
-        if training.method == "sde":
-            batch = training.effective_batch(task.train_size) if training.noise == "sgd" else None
-            training = dataclasses.replace(training, batch_size=batch, dt=training.time_step)
-        elif training.method != "gd":
-            training = dataclasses.replace(training, batch_size=training.effective_batch(task.train_size))
+        training = self.training.resolved(task.train_size)
         record = dataclasses.replace(self.record, observables=self.observables)
         return dataclasses.replace(self, task=task, training=training, record=record)
 

@@ -70,13 +70,7 @@ separation = 3.0
 method = "sgd"
 eta = 0.3
 batch_size = 8
-[base.record]
-n_records = 12
-basin_samples = 2
-noise_inputs = 8
-weight_basin_samples = 16
-basin_directions = 4
-basin_bisections = 6
+""" + _RECORD.replace("[record]", "[base.record]") + """
 [axes]
 "model.width" = [2, 4, 16]
 "run.seed" = [11, 12]

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import SEED
-from dynsim.config import parse_config
+from dynsim.config import dump_toml, parse_config
 from dynsim.engine import make_simulation, resume
-from dynsim.models.activations import ACTIVATIONS
 from dynsim.models.deep import DeepMLP, sample_gradient
 from dynsim.observables.deep import _modes, _weight_direction, effective_rank, sample_basin, weight_basin
 from dynsim.rng import STREAM_NOISE, fill_normals
@@ -233,11 +232,7 @@ def _config(**tables):
                             weight_basin_samples=12, weight_basin_directions=2, block_records=2))
     for name, values in tables.items():
         base[name] = {**base[name], **values}
-    text = ""
-    for name, values in base.items():
-        text += f"[{name}]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in values.items())
-    text = text.replace("True", "true").replace("False", "false")
-    return parse_config(text)
+    return parse_config(dump_toml(base))
 
 
 def test_gd_with_weight_decay_and_sde_sgd_noise_match_numpy(tmp_path):
@@ -321,7 +316,6 @@ def test_softmax_loss_is_refused_for_the_simple_network():
     with pytest.raises(ConfigError) as err:
         parse_config('[training]\nloss = "softmax_cross_entropy"\n')
     assert err.value.field == "training.loss"
-    assert set(ACTIVATIONS) >= {"relu", "tanh"}
 
 
 def test_cli_runs_and_describes_a_deep_config(tmp_path):

@@ -7,29 +7,14 @@ training at three widths (its effect is not visible in smaller runs).
 import numpy as np
 
 from analysis.deep import first_crossing
-from dynsim.config import parse_config
+from dynsim.config import dump_toml, parse_config
 from dynsim.engine import make_simulation
 from dynsim.store import RunReader
 
 
-def _toml(tables: dict) -> str:
-    text = ""
-    for name, values in tables.items():
-        text += f"[{name}]\n"
-        for key, value in values.items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, str):
-                value = f'"{value}"'
-            elif isinstance(value, (list, tuple)):
-                value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
-            text += f"{key} = {value}\n"
-    return text
-
-
 def _run(tmp_path, name, tables):
     path = tmp_path / f"{name}.h5"
-    result = make_simulation(parse_config(_toml(tables))).run(path, progress=False)
+    result = make_simulation(parse_config(dump_toml(tables))).run(path, progress=False)
     assert result.ok, result.message
     return RunReader(path)
 

@@ -12,6 +12,7 @@ from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
 from ..integrators.deep import deep_discrete_step, deep_sde_step
 from ..integrators.discrete import discrete_step, discrete_step_outputs
 from ..integrators.sde import WORK_ROWS, sde_step
+from ..models.deep import L_FAN_OUT, L_OUT
 from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH
 from ..observables import measure
 
@@ -111,8 +112,8 @@ def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, 
     """Every trainer for the deep MLP (``dynsim.models.deep``): labels int64 class indices."""
     replicas, dim = params.shape
     n_train = x.shape[0]
-    n_units = layers[layers.shape[0] - 1, 5] + layers[layers.shape[0] - 1, 1]
-    classes = layers[layers.shape[0] - 1, 1]
+    n_units = layers[layers.shape[0] - 1, L_OUT] + layers[layers.shape[0] - 1, L_FAN_OUT]
+    classes = layers[layers.shape[0] - 1, L_FAN_OUT]
     sde = ti[TI_METHOD] == SDE_CODE
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
     for r in prange(replicas):

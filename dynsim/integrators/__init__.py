@@ -188,6 +188,16 @@ class TrainerSpec(Section):
             return n_train
         return 1 if self.batch_size is None else self.batch_size
 
+    def resolved(self, n_train: int) -> "TrainerSpec":
+        """The section with its derived values filled in, for a training set of n_train samples: the
+        batch size a run uses (None where there is none) and the sde trainer's dt."""
+        if self.method == "sde":
+            batch = self.effective_batch(n_train) if self.noise == "sgd" else None
+            return dataclasses.replace(self, batch_size=batch, dt=self.time_step)
+        if self.method != "gd":
+            return dataclasses.replace(self, batch_size=self.effective_batch(n_train))
+        return self
+
     def noise_draws(self, n_train: int, n_params: int) -> int:
         """Standard normals per sde step: one per sample (SGD noise, through the factor G) or per parameter."""
         if self.method != "sde" or self.noise == "none":

@@ -46,6 +46,28 @@ def _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_e
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def batch_member(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch):
+    """Index of the b-th sample of the step's batch: b itself for full-batch steps."""
+    if sampling == _FULL:
+        return b
+    return _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def apply_update(theta, g, dim, tf, seed, replica, step):
+    """theta <- (1 - eta lambda) theta - eta g, plus sqrt(2 eta T) xi: the update every discrete
+    trainer applies once its batch gradient g is accumulated (in the parameters' precision)."""
+    eta = tf[TF_ETA]
+    # in the parameters' type: a float32 run keeps a float32 loop (a float64 scalar would promote it)
+    decay_t, eta_t = theta.dtype.type(1.0 - eta * tf[TF_WEIGHT_DECAY]), theta.dtype.type(eta)
+    for j in range(dim):
+        theta[j] = decay_t * theta[j] - eta_t * g[j]
+    noise = tf[TF_NOISE_STD]
+    if noise > 0.0:
+        _add_noise(theta, dim, noise, seed, replica, step)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _add_noise(theta, dim, noise, seed, replica, step):
     for k in range((dim + 1) // 2):
         xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
@@ -89,11 +111,7 @@ def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, per
             dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
     if not math.isfinite(dl_sum):
         return False
-    decay_t, eta_t = theta.dtype.type(decay), theta.dtype.type(eta)  # float32 runs: float32 loop
-    for j in range(dim):
-        theta[j] = decay_t * theta[j] - eta_t * g[j]
-    if noise > 0.0:
-        _add_noise(theta, dim, noise, seed, replica, step)
+    apply_update(theta, g, dim, tf, seed, replica, step)
     return True
 
 
@@ -110,17 +128,13 @@ def discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h
     batch = ti[TI_BATCH]
     sampling = ti[TI_SAMPLING]
     loss_code = ti[TI_LOSS]
-    eta = tf[TF_ETA]
-    decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
-    noise = tf[TF_NOISE_STD]
     for j in range(dim):
         g[j] = 0.0
     count = n_train if sampling == _FULL else batch
-    coef = 1.0 / count if sampling == _FULL else 1.0 / batch
+    coef = 1.0 / count
     dl_sum = 0.0
     for b in range(count):
-        mu = b if sampling == _FULL else _sample_index(seed, replica, step, b, batch, n_train, sampling, perm,
-                                                         perm_epoch)
+        mu = batch_member(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch)
         forward_outputs(theta, x[mu], mi, mf, z, h, f)
         for m in range(n_out):
             dl = loss_derivative(f[m], y[mu * n_out + m], loss_code)
@@ -129,8 +143,5 @@ def discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h
         add_gradient_outputs(theta, x[mu], mi, mf, z, h, coefs, g)
     if not math.isfinite(dl_sum):
         return False
-    for j in range(dim):
-        theta[j] = decay * theta[j] - eta * g[j]
-    if noise > 0.0:
-        _add_noise(theta, dim, noise, seed, replica, step)
+    apply_update(theta, g, dim, tf, seed, replica, step)
     return True

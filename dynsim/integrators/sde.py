@@ -123,7 +123,19 @@ def network_drift_noise(theta, x, y, mi, mf, ti, tf, xi, z, h, sample_grad, drif
             add_gradient(theta, x[mu], mi, mf, z, h, inv_p * dl, drift)
     if not math.isfinite(dl_sum):
         return False
-    # drift holds grad L (the mean per-sample gradient gbar) so far
+    finish_drift_noise(theta, tf, kind, xi, xi_sum, loss_sum * inv_p, drift, noise)
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def finish_drift_noise(theta, tf, kind, xi, xi_sum, loss_mean, drift, noise):
+    """From the training-set pass to the SDE's drift and noise, for any network.
+
+    On entry drift holds grad L (the mean per-sample gradient gbar) and, for SGD noise, noise holds
+    sum_mu xi_mu g_mu (xi_sum = sum_mu xi_mu); on exit drift = -(grad L + lambda theta) and
+    noise = B(theta) xi for the noise ``kind``.
+    """
+    dim = theta.shape[0]
     coef = tf[TF_NOISE_COEF]
     if kind == NOISE_SGD:
         for j in range(dim):
@@ -132,7 +144,7 @@ def network_drift_noise(theta, x, y, mi, mf, ti, tf, xi, z, h, sample_grad, drif
         for j in range(dim):
             noise[j] = coef * xi[j]
     elif kind == NOISE_LOSS_SCALED:
-        amp = coef * math.sqrt(loss_sum * inv_p)
+        amp = coef * math.sqrt(loss_mean)
         for j in range(dim):
             noise[j] = amp * xi[j]
     else:
@@ -141,7 +153,6 @@ def network_drift_noise(theta, x, y, mi, mf, ti, tf, xi, z, h, sample_grad, drif
     decay = tf[TF_WEIGHT_DECAY]
     for j in range(dim):
         drift[j] = -drift[j] - decay * theta[j]
-    return True
 
 
 @njit(cache=True, error_model="numpy", inline="always")

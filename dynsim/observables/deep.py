@@ -33,7 +33,7 @@ from numba import njit
 
 from ..models.activations import RELU
 from ..models.deep import L_FAN_IN, L_FAN_OUT, L_OUT, L_B, L_W, forward, predicted_class, softmax_loss
-from ..rng import normal_pair
+from ..rng import fill_normals
 from . import ObservableSpec
 
 STREAM_BASIN = 5  # directions of the weight-space basin (dynsim.rng streams 0-4 are taken)
@@ -173,8 +173,8 @@ def _metrics(theta, x, labels, layers, act, pre, post, prob, low, high):
         loss += softmax_loss(post, out_off, classes, labels[mu], prob)
         if predicted_class(post, out_off, classes) == labels[mu]:
             correct += 1
-        if track:
-            for u in range(out_off):
+        if track:  # the hidden units: the input's slots of pre are never written
+            for u in range(layers[0, L_OUT], out_off):
                 low[u] = min(low[u], pre[u])
                 high[u] = max(high[u], pre[u])
     if n == 0:
@@ -215,12 +215,16 @@ def _features(theta, x, layers, act, pre, post, prob, features, confidence):
 
 
 @njit(cache=True, error_model="numpy")
-def _keeps_class(theta, x0, u, radius, layers, act, pre, post, moved, target):
-    for d in range(x0.shape[0]):
-        moved[d] = x0[d] + radius * u[d]
-    forward(theta, moved, layers, act, pre, post)
+def _all_keep_class(theta, x0, directions, radius, layers, act, pre, post, moved, target):
+    """x0 + radius u is classified ``target`` for every direction u (rows of ``directions``)."""
     last = layers.shape[0] - 1
-    return predicted_class(post, layers[last, L_OUT], layers[last, L_FAN_OUT]) == target
+    for k in range(directions.shape[0]):
+        for d in range(x0.shape[0]):
+            moved[d] = x0[d] + radius * directions[k, d]
+        forward(theta, moved, layers, act, pre, post)
+        if predicted_class(post, layers[last, L_OUT], layers[last, L_FAN_OUT]) != target:
+            return False
+    return True
 
 
 @njit(cache=True, error_model="numpy")
@@ -229,22 +233,12 @@ def sample_basin(theta, x0, directions, max_radius, bisections, layers, act, pre
     last = layers.shape[0] - 1
     forward(theta, x0, layers, act, pre, post)
     target = predicted_class(post, layers[last, L_OUT], layers[last, L_FAN_OUT])
-    ok = True
-    for k in range(directions.shape[0]):
-        if not _keeps_class(theta, x0, directions[k], max_radius, layers, act, pre, post, moved, target):
-            ok = False
-            break
-    if ok:
+    if _all_keep_class(theta, x0, directions, max_radius, layers, act, pre, post, moved, target):
         return max_radius
     lo, hi = 0.0, max_radius
     for _ in range(bisections):
         mid = 0.5 * (lo + hi)
-        ok = True
-        for k in range(directions.shape[0]):
-            if not _keeps_class(theta, x0, directions[k], mid, layers, act, pre, post, moved, target):
-                ok = False
-                break
-        if ok:
+        if _all_keep_class(theta, x0, directions, mid, layers, act, pre, post, moved, target):
             lo = mid
         else:
             hi = mid
@@ -254,12 +248,7 @@ def sample_basin(theta, x0, directions, max_radius, bisections, layers, act, pre
 @njit(cache=True, error_model="numpy")
 def _weight_direction(theta, layers, seed, replica, direction, out):
     """out = a random direction with, layer by layer, the norm of that layer's parameters."""
-    dim = theta.shape[0]
-    for pair in range((dim + 1) // 2):
-        z0, z1 = normal_pair(seed, replica, STREAM_BASIN, direction, pair)
-        out[2 * pair] = z0
-        if 2 * pair + 1 < dim:
-            out[2 * pair + 1] = z1
+    fill_normals(seed, replica, STREAM_BASIN, direction, out)
     for l in range(layers.shape[0]):
         start = layers[l, L_W]
         stop = layers[l, L_B] + layers[l, L_FAN_OUT] if layers[l, L_B] >= 0 else start + layers[l, L_FAN_IN] * layers[
@@ -285,30 +274,38 @@ def _accuracy(theta, x, labels, layers, act, pre, post):
 
 
 @njit(cache=True, error_model="numpy")
+def _all_keep_accuracy(theta, eps, x, labels, layers, act, seed, replica, n_directions, need, pre, post, moved,
+                       direction):
+    """The training accuracy of theta + eps d is >= need for each of the replica's random directions d."""
+    for k in range(n_directions):
+        _weight_direction(theta, layers, seed, replica, k, direction)
+        for j in range(theta.shape[0]):
+            moved[j] = theta[j] + eps * direction[j]
+        if _accuracy(moved, x, labels, layers, act, pre, post) < need:
+            return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def weight_basin(theta, x, labels, layers, act, seed, replica, n_directions, max_eps, bisections, fraction, pre, post,
                  moved, direction):
-    """Largest relative perturbation eps (bisection) keeping accuracy >= fraction x unperturbed in every direction."""
-    dim = theta.shape[0]
+    """Largest relative perturbation eps (bisection) keeping accuracy >= fraction x unperturbed in every direction.
+
+    The directions are regenerated from their counter keys at every test instead of being kept:
+    one parameter vector of workspace instead of one per direction.
+    """
     need = fraction * _accuracy(theta, x, labels, layers, act, pre, post)
+    if _all_keep_accuracy(theta, max_eps, x, labels, layers, act, seed, replica, n_directions, need, pre, post, moved,
+                          direction):
+        return max_eps
     lo, hi = 0.0, max_eps
-    eps = max_eps
-    for it in range(bisections + 1):
-        ok = True
-        for k in range(n_directions):
-            _weight_direction(theta, layers, seed, replica, k, direction)
-            for j in range(dim):
-                moved[j] = theta[j] + eps * direction[j]
-            if _accuracy(moved, x, labels, layers, act, pre, post) < need:
-                ok = False
-                break
-        if it == 0:
-            if ok:
-                return max_eps
-        elif ok:
-            lo = eps
+    for _ in range(bisections):
+        mid = 0.5 * (lo + hi)
+        if _all_keep_accuracy(theta, mid, x, labels, layers, act, seed, replica, n_directions, need, pre, post, moved,
+                              direction):
+            lo = mid
         else:
-            hi = eps
-        eps = 0.5 * (lo + hi)
+            hi = mid
     return lo
 
 
