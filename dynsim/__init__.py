@@ -22,7 +22,7 @@ def _source_keyed_numba_cache() -> None:
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         source = path.read_bytes()
-        if b"@njit" in source or b"cuda.jit" in source:
+        if b"@njit" in source or b"cuda.jit" in source or b"@replica_kernel" in source:
             digest.update(path.relative_to(package).as_posix().encode())
             digest.update(source)
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(

@@ -18,15 +18,16 @@ For a replica i and a test input x with label y (sign s = +1 / -1, from y and th
 
 Explanatory quantities: cosine of input gradients between replicas on the same inputs, alignment
 <K_i, K_j>_F / (|K_i| |K_j|) of their empirical NTKs on a set of inputs, and agreement of their
-classes at random points at radius r around the data. The crafting and cross-evaluation kernels are
-parallel over replicas (the others are cheap and serial: a parallel kernel costs twice the compile
-time); the Python functions validate, allocate and seed.
+classes at random points at radius r around the data. The crafting and cross-evaluation kernels run
+blocks of replicas on threads (``dynsim.parallel``; the others are cheap and serial); the Python
+functions validate, allocate and seed.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .models.simple import MI_INPUT_DIM, MI_WIDTH, add_gradient, forward
+from .models.simple import MI_INPUT_DIM, MI_WIDTH, add_gradient_outlined, forward_outlined
 from .observables.representation import input_gradient, probe_outputs
+from .parallel import over_replicas
 
 NORMS = ("linf", "l2")
 _LINF = 0
@@ -92,7 +93,8 @@ def craft(model, params, x, y, eps, *, norm: str = "linf", steps: int = 1, step_
     if signs.shape != (x.shape[0],):
         raise ValueError(f"y: expected {x.shape[0]} labels, got shape {np.shape(y)}")
     out = np.empty((params.shape[0], eps.size, x.shape[0], x.shape[1]))
-    _craft(params, x, signs, eps, NORMS.index(norm), steps, step_fraction, mi, mf, out)
+    over_replicas(_craft, params.shape[0], params, x, signs, eps, NORMS.index(norm), steps, step_fraction, mi, mf,
+                  out)
     return out
 
 
@@ -120,7 +122,7 @@ def cross_outputs(model, params, x_adv) -> np.ndarray:
     params = np.ascontiguousarray(params, dtype=np.float64)
     x_adv = np.ascontiguousarray(x_adv, dtype=np.float64)
     out = np.empty((x_adv.shape[0], params.shape[0], x_adv.shape[1], x_adv.shape[2]))
-    _cross_outputs(params, x_adv, mi, mf, out)
+    over_replicas(_cross_outputs, params.shape[0], params, x_adv, mi, mf, out)
     return out
 
 
@@ -194,8 +196,8 @@ def _jacobians(params, x, mi, mf, out):
         z = np.empty(width)
         h = np.empty(width)
         for k in range(x.shape[0]):
-            forward(params[r], x[k], mi, mf, z, h)
-            add_gradient(params[r], x[k], mi, mf, z, h, 1.0, out[r, k])
+            forward_outlined(params[r], x[k], mi, mf, z, h)
+            add_gradient_outlined(params[r], x[k], mi, mf, z, h, 1.0, out[r, k])
 
 
 @njit(cache=True, error_model="numpy")
@@ -233,10 +235,10 @@ def _project(xt, x0, eps, norm_code):
             xt[d] = x0[d] + (xt[d] - x0[d]) * shrink
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _craft(params, x, signs, eps, norm_code, steps, step_fraction, mi, mf, out):
+@njit(cache=True, error_model="numpy", nogil=True)
+def _craft(r0, r1, params, x, signs, eps, norm_code, steps, step_fraction, mi, mf, out):
     width, n_in = mi[MI_WIDTH], mi[MI_INPUT_DIM]
-    for r in prange(params.shape[0]):
+    for r in range(r0, r1):
         z = np.empty(width)
         h = np.empty(width)
         grad = np.empty(n_in)
@@ -251,15 +253,15 @@ def _craft(params, x, signs, eps, norm_code, steps, step_fraction, mi, mf, out):
                     _project(xt, x[k], eps[e], norm_code)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _cross_outputs(params, x_adv, mi, mf, out):
+@njit(cache=True, error_model="numpy", nogil=True)
+def _cross_outputs(j0, j1, params, x_adv, mi, mf, out):
     width = mi[MI_WIDTH]
     n_src, n_eps, n_x = x_adv.shape[0], x_adv.shape[1], x_adv.shape[2]
-    for j in prange(params.shape[0]):
+    for j in range(j0, j1):
         z = np.empty(width)
         h = np.empty(width)
         for i in range(n_src):
             for e in range(n_eps):
                 for k in range(n_x):
-                    out[i, j, e, k] = forward(params[j], x_adv[i, e, k], mi, mf, z, h)
+                    out[i, j, e, k] = forward_outlined(params[j], x_adv[i, e, k], mi, mf, z, h)
 

@@ -1,4 +1,4 @@
-"""Command line: ``dynsim run | resume | info | sweep | derive | config-keys``.
+"""Command line: ``dynsim run | resume | info | sweep | compile | derive | config-keys``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
 3 the run diverged, 130 interrupted.
@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
     sub.add_parser("config-keys", help="list every config key with its default and allowed values")
+    k = sub.add_parser("compile", help="compile ahead of time every kernel a kind of run can use (once per "
+                                       "install; runs then start in a second)")
+    which = k.add_mutually_exclusive_group()
+    which.add_argument("--kind", choices=("simple", "mlp", "maxnorm_chain"), default="simple",
+                       help="the kind of experiment ([model] kind; default: simple)")
+    which.add_argument("--all", action="store_true", help="every kind")
+    k.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     w = sub.add_parser("sweep", help="run a parameter sweep on dask.distributed (local cluster by default)")
     w.add_argument("sweep", help="sweep TOML file: base config plus axes")
     w.add_argument("-o", "--output", help="directory for the points (default: from the sweep file); "
@@ -46,6 +53,7 @@ def _cmd_run(args) -> int:
 
     from .chain_experiment import ChainConfig, load_experiment
     from .engine import install_signal_handlers, make_simulation
+    from .precompile import compile_notice
 
     config = load_experiment(args.config)
     if isinstance(config, ChainConfig):
@@ -57,15 +65,17 @@ def _cmd_run(args) -> int:
     else:
         output = Path(args.config).with_suffix(".h5")
         print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
-    sim = make_simulation(config)
     install_signal_handlers()
-    result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
+    with compile_notice(config.EXPERIMENT, enabled=not args.quiet):
+        sim = make_simulation(config)
+        result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
     return _report(result, output, args.quiet)
 
 
 def _run_chain(config, args) -> int:
     from .chain_experiment import run_chain
     from .engine import install_signal_handlers
+    from .precompile import compile_notice
 
     if args.backend == "cuda":
         print("dynsim: error: the maxnorm_chain experiment runs on the CPU only; drop --backend cuda",
@@ -75,7 +85,8 @@ def _run_chain(config, args) -> int:
     if not args.output:
         print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
     install_signal_handlers()
-    result = run_chain(config, output, overwrite=args.overwrite, progress=not args.quiet)
+    with compile_notice("maxnorm_chain", enabled=not args.quiet):
+        result = run_chain(config, output, overwrite=args.overwrite, progress=not args.quiet)
     return _report(result, output, args.quiet)
 
 
@@ -91,17 +102,20 @@ def _report(result, output, quiet) -> int:
 def _cmd_resume(args) -> int:
     from .config import load_config
     from .engine import install_signal_handlers, resume
+    from .precompile import compile_notice
     from .store import EXPERIMENT_CHAIN, file_experiment
 
     if file_experiment(args.file) == EXPERIMENT_CHAIN:
         from .chain_experiment import resume_chain
 
         install_signal_handlers()
-        return _report(resume_chain(args.file, progress=not args.quiet), args.file, args.quiet)
+        with compile_notice("maxnorm_chain", enabled=not args.quiet):
+            return _report(resume_chain(args.file, progress=not args.quiet), args.file, args.quiet)
 
     expect = load_config(args.config) if args.config else None
     install_signal_handlers()
-    result = resume(args.file, progress=False if args.quiet else None, expect_config=expect)
+    with compile_notice(None, enabled=not args.quiet):
+        result = resume(args.file, progress=False if args.quiet else None, expect_config=expect)
     return _report(result, args.file, args.quiet)
 
 
@@ -146,6 +160,17 @@ def _cmd_sweep(args) -> int:
     return EXIT_OK if not failed else EXIT_ERROR
 
 
+def _cmd_compile(args) -> int:
+    from .precompile import PLANS, precompile
+
+    kinds = tuple(PLANS) if args.all else (args.kind,)
+    seconds = precompile(kinds, progress=not args.quiet)
+    if not args.quiet:
+        for kind, s in seconds.items():
+            print(f"dynsim compile: {kind}: kernels ready ({s:.1f} s)")
+    return EXIT_OK
+
+
 def _cmd_config_keys(args) -> int:
     import dataclasses
 
@@ -173,7 +198,7 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys,
-                "derive": _cmd_derive, "sweep": _cmd_sweep}
+                "derive": _cmd_derive, "sweep": _cmd_sweep, "compile": _cmd_compile}
     try:
         return handlers[args.command](args)
     except (ConfigError, StoreError) as exc:

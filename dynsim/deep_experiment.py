@@ -220,10 +220,10 @@ class DeepSimulation(Simulation):
                              len(self.data.source_index))
 
     def advance(self, params, s0, s1, status, failed_step):
-        from .engine.cpu import _advance_deep
+        from .engine.cpu import advance_deep
 
-        _advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
-               self.trainer_floats, np.uint64(self.config.run.seed), s0, s1, status, failed_step)
+        advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
+                     self.trainer_floats, np.uint64(self.config.run.seed), s0, s1, status, failed_step)
 
     def measure(self, params, buffers):
         measure_deep(params, self.data.x_train, self.labels_train, self.data.x_test, self.labels_test, self.layers,

@@ -109,6 +109,14 @@ def normal_at(seed, replica, stream, step, k):
     return z_odd if k & 1 else z_even
 
 
+# Called, not inlined, by code that draws many values outside the step loop (initialisation):
+# one compiled copy of the Philox rounds instead of one per call site.
+@njit(cache=True, error_model="numpy")
+def normal_at_outlined(seed, replica, stream, step, k):
+    """``normal_at`` as a called function."""
+    return normal_at(seed, replica, stream, step, k)
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def index_at(seed, replica, stream, step, k, n):
     """The k-th uniform integer in [0, n) of a (replica, stream, step); bias below 2**-53 * n."""

@@ -1,4 +1,4 @@
-"""The CPU backend: replicas in parallel (``numba.prange``), each replica's steps in sequence.
+"""The CPU backend: replicas in parallel (blocks on threads, ``dynsim.parallel``), each replica's steps in sequence.
 
 Replicas never share state and every random draw is keyed by (seed, replica, step), so results
 are bit-identical whatever the number of threads or their scheduling.
@@ -6,15 +6,16 @@ are bit-identical whatever the number of threads or their scheduling.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
 from ..integrators.deep import deep_discrete_step, deep_sde_step
-from ..integrators.discrete import discrete_step, discrete_step_outputs
+from ..integrators.discrete import batch_step, discrete_step_outputs, is_single_sample, single_sample_step
 from ..integrators.sde import WORK_ROWS, sde_step
 from ..models.deep import L_FAN_OUT, L_OUT
 from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH
 from ..observables import measure
+from ..parallel import over_replicas, replica_kernel
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -32,48 +33,69 @@ def _flag_nonfinite(theta, dim, r, s1, status, failed_step):
                 break
 
 
-# Two kernels rather than one with a branch: each is compiled only when a run needs it, and
-# compile time grows faster than linearly with the size of an inlined prange body.
-@njit(cache=True, error_model="numpy", parallel=True)
-def _advance(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-    """Advance every live replica from step s0 to s1 in place (discrete trainers); flag non-finite ones."""
-    replicas = params.shape[0]
+# Each kernel advances a block of replicas [r0, r1) serially; ``parallel.over_replicas`` runs the
+# blocks on threads. One kernel per step function, so that a run compiles only the step it takes:
+# the fused single-sample SGD step, the batch step, the SDE step, M outputs, the deep MLP.
+@replica_kernel
+def _advance_single_sample(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """Advance replicas r0..r1 from step s0 to s1 in place (SGD, one example per step); flag non-finite ones."""
     width, dim, n_train = mi[MI_WIDTH], mi[MI_DIM], x.shape[0]
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
-    for r in prange(replicas):
+    for r in range(r0, r1):
         if status[r] != STATUS_OK:
             continue
-        # scratch in the parameters' precision (run.precision): float32 runs compute in float32
         z = np.empty(width, dtype=params.dtype)
         h = np.empty(width, dtype=params.dtype)
-        g = np.empty(dim, dtype=params.dtype)
         perm = np.empty(n_perm, dtype=np.int64)
         perm_epoch = np.full(1, -1, dtype=np.int64)
         theta = params[r]
         for s in range(s0, s1):
-            if not discrete_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch):
+            if not single_sample_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, perm, perm_epoch):
                 status[r] = STATUS_NONFINITE
                 failed_step[r] = s
                 break
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _advance_outputs(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-    """The discrete trainers for M > 1 outputs (y flat [P * M]); float64."""
-    replicas = params.shape[0]
-    width, dim, n_train, n_out = mi[MI_WIDTH], mi[MI_DIM], x.shape[0], mi[MI_OUTPUTS]
+@replica_kernel
+def _advance_batch(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """The same for full-batch and mini-batch steps (GD, SGD with B > 1, Langevin)."""
+    width, dim, n_train = mi[MI_WIDTH], mi[MI_DIM], x.shape[0]
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
-    for r in prange(replicas):
+    z = np.empty(width, dtype=params.dtype)
+    h = np.empty(width, dtype=params.dtype)
+    g = np.empty(dim, dtype=params.dtype)
+    perm = np.empty(n_perm, dtype=np.int64)
+    perm_epoch = np.empty(1, dtype=np.int64)
+    for r in range(r0, r1):
         if status[r] != STATUS_OK:
             continue
-        z = np.empty(width)
-        h = np.empty(width)
-        g = np.empty(dim)
-        f = np.empty(n_out)
-        coefs = np.empty(n_out)
-        perm = np.empty(n_perm, dtype=np.int64)
-        perm_epoch = np.full(1, -1, dtype=np.int64)
+        perm_epoch[0] = -1
+        theta = params[r]
+        for s in range(s0, s1):
+            if not batch_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, perm, perm_epoch):
+                status[r] = STATUS_NONFINITE
+                failed_step[r] = s
+                break
+        _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+@replica_kernel
+def _advance_outputs(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """The discrete trainers for M > 1 outputs (y flat [P * M]); float64."""
+    width, dim, n_train, n_out = mi[MI_WIDTH], mi[MI_DIM], x.shape[0], mi[MI_OUTPUTS]
+    n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    z = np.empty(width)
+    h = np.empty(width)
+    g = np.empty(dim)
+    f = np.empty(n_out)
+    coefs = np.empty(n_out)
+    perm = np.empty(n_perm, dtype=np.int64)
+    perm_epoch = np.empty(1, dtype=np.int64)
+    for r in range(r0, r1):
+        if status[r] != STATUS_OK:
+            continue
+        perm_epoch[0] = -1
         theta = params[r]
         for s in range(s0, s1):
             if not discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, g, f, coefs, perm,
@@ -84,18 +106,17 @@ def _advance_outputs(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+@replica_kernel
+def _advance_sde(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
     """The same for the continuous-time trainer (``integrators.sde``)."""
-    replicas = params.shape[0]
     width, dim = mi[MI_WIDTH], mi[MI_DIM]
-    for r in prange(replicas):
+    z = np.empty(width)
+    h = np.empty(width)
+    xi = np.empty(ti[TI_N_XI])
+    work = np.empty((WORK_ROWS, dim))
+    for r in range(r0, r1):
         if status[r] != STATUS_OK:
             continue
-        z = np.empty(width)
-        h = np.empty(width)
-        xi = np.empty(ti[TI_N_XI])
-        work = np.empty((WORK_ROWS, dim))
         theta = params[r]
         for s in range(s0, s1):
             if not sde_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, xi, work):
@@ -105,29 +126,29 @@ def _advance_sde(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
-# One parallel kernel for every deep-MLP trainer (a branch per step, not two kernels): the parallel
-# machinery costs ~9 s of compile time per kernel, more than the SDE step itself.
-@njit(cache=True, error_model="numpy", parallel=True)
-def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
+# One kernel for every deep-MLP trainer (a branch per step): its steps are called, not inlined.
+@replica_kernel
+def _advance_deep(r0, r1, params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
     """Every trainer for the deep MLP (``dynsim.models.deep``): labels int64 class indices."""
-    replicas, dim = params.shape
+    dim = params.shape[1]
     n_train = x.shape[0]
     n_units = layers[layers.shape[0] - 1, L_OUT] + layers[layers.shape[0] - 1, L_FAN_OUT]
     classes = layers[layers.shape[0] - 1, L_FAN_OUT]
     sde = ti[TI_METHOD] == SDE_CODE
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
-    for r in prange(replicas):
+    pre = np.empty(n_units)
+    post = np.empty(n_units)
+    delta = np.empty(n_units)
+    prob = np.empty(classes)
+    g = np.empty(0 if sde else dim)
+    perm = np.empty(n_perm, dtype=np.int64)
+    perm_epoch = np.empty(1, dtype=np.int64)
+    xi = np.empty(ti[TI_N_XI] if sde else 0)
+    work = np.empty((WORK_ROWS if sde else 0, dim))
+    for r in range(r0, r1):
         if status[r] != STATUS_OK:
             continue
-        pre = np.empty(n_units)
-        post = np.empty(n_units)
-        delta = np.empty(n_units)
-        prob = np.empty(classes)
-        g = np.empty(0 if sde else dim)
-        perm = np.empty(n_perm, dtype=np.int64)
-        perm_epoch = np.full(1, -1, dtype=np.int64)
-        xi = np.empty(ti[TI_N_XI] if sde else 0)
-        work = np.empty((WORK_ROWS if sde else 0, dim))
+        perm_epoch[0] = -1
         theta = params[r]
         for s in range(s0, s1):
             if sde:
@@ -142,18 +163,32 @@ def _advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, 
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
+def advance_deep(params, x, labels, layers, act, ti, tf, seed, s0, s1, status, failed_step):
+    """Advance every live deep-MLP replica from s0 to s1 (see ``_advance_deep``), blocks on threads."""
+    over_replicas(_advance_deep, params.shape[0], params, x, labels, layers, act, ti, tf, seed, s0, s1, status,
+                  failed_step)
+
+
+def advance_kernel(mi, ti):
+    """The compiled advance kernel of a simple-network run's model and trainer arrays."""
+    if mi[MI_OUTPUTS] > 1:  # config validation keeps these runs float64 and discrete
+        return _advance_outputs
+    if ti[TI_METHOD] == SDE_CODE:
+        return _advance_sde
+    return _advance_single_sample if is_single_sample(ti) else _advance_batch
+
+
 class CpuBackend:
     name = "cpu"
     device = "cpu"
 
     def advance(self, params, data, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-        kernel = _advance_sde if ti[TI_METHOD] == SDE_CODE else _advance
-        if mi[MI_OUTPUTS] > 1:  # config validation keeps these runs float64 and discrete
-            kernel = _advance_outputs
+        kernel = advance_kernel(mi, ti)
         # the training data in the parameters' precision (no copy for float64); targets flat [P * M]
         x = np.ascontiguousarray(data.x_train, dtype=params.dtype)
         y = np.ascontiguousarray(data.y_train, dtype=params.dtype).reshape(-1)
-        kernel(params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
+        over_replicas(kernel, params.shape[0], params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status,
+                      failed_step)
 
     def measure(self, params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility=(0, 1.0, 0.1)):
         measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, fragility)

@@ -6,8 +6,10 @@ very ``numba.njit`` functions the CPU backend calls (``discrete_step``, and thro
 compiles a CPU dispatcher called inside a kernel as a device function from the same Python source
 (``CUDATypingContext.resolve_value_type`` in numba-cuda's ``target.py``; the dispatcher's
 ``inline="always"`` is kept, ``cache=True`` only concerns the CPU target). The step loop and the
-measure body repeat the per-replica loop bodies of ``cpu._advance`` and ``observables._measure``
-(which allocate with ``np.empty``, not allowed in a kernel), with the same calls in the same order.
+measure body repeat the per-replica loop bodies of the CPU kernels (``cpu._advance_single_sample``,
+``cpu._advance_batch``, ``cpu._advance_sde``, ``observables._measure_losses`` and
+``observables._measure_ntk_response``, which allocate with ``np.empty``, not allowed in a kernel),
+with the same calls in the same order.
 So the CPU and CUDA paths draw the same random numbers for the same (seed, replica, stream, step,
 index) and compute the same trajectories.
 
@@ -144,7 +146,7 @@ def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool 
         x_, y_ = np.asarray(x), np.asarray(y)
         mi_, mf_, ti_, tf_ = np.asarray(mi), np.asarray(mf), np.asarray(ti), np.asarray(tf)
         failed = -1
-        for s in range(s0, s1):  # as in cpu._advance: stop at the first non-finite step, then check theta
+        for s in range(s0, s1):  # as on the CPU: stop at the first non-finite step, then check theta
             if sde:
                 ok = sde_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, xi, work)
             else:
@@ -168,8 +170,9 @@ def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool 
 
 @functools.lru_cache(maxsize=None)
 def _measure_kernel():
-    """The measure kernel: the per-replica body of ``observables._measure`` (the same calls of the
-    same compiled functions, in the same order), its scratch arrays rows of global memory."""
+    """The measure kernel: the per-replica bodies of ``observables._measure_losses`` and
+    ``observables._ntk_and_response`` (the same calls of the same compiled functions, in the same
+    order), its scratch arrays rows of global memory."""
 
     @cuda.jit
     def kernel(params, r0, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,

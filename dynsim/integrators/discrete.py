@@ -67,7 +67,8 @@ def apply_update(theta, g, dim, tf, seed, replica, step):
         _add_noise(theta, dim, noise, seed, replica, step)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+# Called, not inlined: a Philox draw per pair of parameters outweighs the call.
+@njit(cache=True, error_model="numpy")
 def _add_noise(theta, dim, noise, seed, replica, step):
     for k in range((dim + 1) // 2):
         xi0, xi1 = normal_pair(seed, replica, STREAM_NOISE, step, k)
@@ -76,43 +77,65 @@ def _add_noise(theta, dim, noise, seed, replica, step):
             theta[2 * k + 1] += noise * xi1
 
 
+def is_single_sample(trainer_ints) -> bool:
+    """True when the trainer takes one sampled example per step (SGD, B = 1): ``single_sample_step``."""
+    return trainer_ints[TI_BATCH] == 1 and trainer_ints[TI_SAMPLING] != _FULL
+
+
 @njit(cache=True, error_model="numpy", inline="always")
-def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
-    """Advance one replica by one step in place; False if the loss gradient was not finite."""
-    dim = mi[MI_DIM]
+def single_sample_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, perm, perm_epoch):
+    """One SGD step on one sampled example, gradient and update fused into one pass over the
+    parameters (only for ``is_single_sample`` trainers); False if the loss gradient was not finite."""
     n_train = x.shape[0]
-    batch = ti[TI_BATCH]
     sampling = ti[TI_SAMPLING]
     loss_code = ti[TI_LOSS]
     eta = tf[TF_ETA]
     decay = 1.0 - eta * tf[TF_WEIGHT_DECAY]
     noise = tf[TF_NOISE_STD]
-    if batch == 1 and sampling != _FULL:
-        # single-sample SGD: gradient and update fused into one pass over the parameters
-        mu = _sample_index(seed, replica, step, 0, 1, n_train, sampling, perm, perm_epoch)
-        f = forward(theta, x[mu], mi, mf, z, h)
-        dl = loss_derivative(f, y[mu], loss_code)
-        if not math.isfinite(dl):
-            return False
-        descend_single_sample(theta, x[mu], mi, mf, z, h, eta * dl, decay)
-        if noise > 0.0:
-            _add_noise(theta, dim, noise, seed, replica, step)
-        return True
+    mu = _sample_index(seed, replica, step, 0, 1, n_train, sampling, perm, perm_epoch)
+    f = forward(theta, x[mu], mi, mf, z, h)
+    dl = loss_derivative(f, y[mu], loss_code)
+    if not math.isfinite(dl):
+        return False
+    descend_single_sample(theta, x[mu], mi, mf, z, h, eta * dl, decay)
+    if noise > 0.0:
+        _add_noise(theta, mi[MI_DIM], noise, seed, replica, step)
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def batch_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
+    """One step on the full batch or a sampled batch of B examples: the batch gradient is
+    accumulated in g, then applied; False if the loss gradient was not finite."""
+    dim = mi[MI_DIM]
+    n_train = x.shape[0]
+    batch = ti[TI_BATCH]
+    sampling = ti[TI_SAMPLING]
+    loss_code = ti[TI_LOSS]
     for j in range(dim):
         g[j] = 0.0
     coef = 1.0 / batch
+    count = n_train if sampling == _FULL else batch
     dl_sum = 0.0
-    if sampling == _FULL:
-        for mu in range(n_train):
-            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
-    else:
-        for b in range(batch):
-            mu = _sample_index(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch)
-            dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
+    for b in range(count):
+        mu = batch_member(seed, replica, step, b, batch, n_train, sampling, perm, perm_epoch)
+        dl_sum += _accumulate(theta, x, y, mu, mi, mf, loss_code, coef, z, h, g)
     if not math.isfinite(dl_sum):
         return False
     apply_update(theta, g, dim, tf, seed, replica, step)
     return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
+    """Advance one replica by one step in place; False if the loss gradient was not finite.
+
+    The CPU backend compiles ``single_sample_step`` and ``batch_step`` as separate kernels (a run
+    compiles the one it uses); the CUDA kernel takes both through this function.
+    """
+    if ti[TI_BATCH] == 1 and ti[TI_SAMPLING] != _FULL:
+        return single_sample_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, perm, perm_epoch)
+    return batch_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch)
 
 
 @njit(cache=True, error_model="numpy")

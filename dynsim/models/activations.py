@@ -203,8 +203,16 @@ def activate_layer(z, h, n, code):
         for i in range(n):
             h[i] = z[i]
     else:
-        for i in range(n):
-            h[i] = activate(z[i], code)
+        _activate_layer_other(z, h, n, code)
+
+
+# The layers of the other activations are called, not inlined: one call per layer costs nothing
+# next to its transcendental functions, and keeps their code out of every kernel that inlines the
+# layer (a kernel's cold compile time grows with the code inlined into it).
+@njit(cache=True, error_model="numpy")
+def _activate_layer_other(z, h, n, code):
+    for i in range(n):
+        h[i] = activate(z[i], code)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -221,5 +229,10 @@ def derivative_layer(z, h, n, code):
         for i in range(n):
             z[i] = 1.0
     else:
-        for i in range(n):
-            z[i] = derivative_from_value(z[i], h[i], code)
+        _derivative_layer_other(z, h, n, code)
+
+
+@njit(cache=True, error_model="numpy")
+def _derivative_layer_other(z, h, n, code):
+    for i in range(n):
+        z[i] = derivative_from_value(z[i], h[i], code)

@@ -38,8 +38,9 @@ import dataclasses
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from ..parallel import over_replicas
 from ..rng import STREAM_CHAIN, normal_pair
 from ..spec import Section, option
 
@@ -116,8 +117,8 @@ class MaxNormChain(Section):
                              "use a nonzero training input")
         train_log_gain = np.empty((self.depth + 1, replicas))
         out = np.empty((len(MEASURES), self.depth + 1, replicas, probes.shape[0]))
-        _measure_chains(np.uint64(seed), np.int64(first_replica), u, probes, m, float(alpha), self.kernel_ints(),
-                        train_log_gain, out)
+        over_replicas(_measure_chains, replicas, np.uint64(seed), np.int64(first_replica), u, probes, m, float(alpha),
+                      self.kernel_ints(), train_log_gain, out)
         return train_log_gain, out
 
 
@@ -244,15 +245,15 @@ def _compare(u, v, log_gain_v, message, message_norm, alpha, out, layer, r, p):
     out[4, layer, r, p] = math.sqrt(err) / message_norm
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _measure_chains(seed, first_replica, train_input, probes, message, alpha, mi, train_log_gain, out):
+@njit(cache=True, error_model="numpy", nogil=True)
+def _measure_chains(r0, r1, seed, first_replica, train_input, probes, message, alpha, mi, train_log_gain, out):
     k, n, depth, selection, mode = mi[0], mi[1], mi[2], mi[3], mi[4]
     n_probes = probes.shape[0]
     message_norm = 0.0
     for a in range(k):
         message_norm += message[a] * message[a]
     message_norm = math.sqrt(message_norm)
-    for r in prange(train_log_gain.shape[1]):
+    for r in range(r0, r1):
         replica = first_replica + r
         x = train_input.copy()
         vs = probes.copy()

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..rng import STREAM_INIT, normal_at
+from ..rng import STREAM_INIT, normal_at_outlined
 from ..spec import Section, option
 from .activations import ACTIVATIONS, activate_layer, derivative_layer
 
@@ -265,12 +265,27 @@ def descend_single_sample(theta, x, mi, mf, z, h, step_coef, decay):
         theta[off_c] = decay * theta[off_c] - step_coef
 
 
+# Record-time code (observables, the NTK and response, fragility searches, evaluation) calls these
+# compiled-once copies instead of inlining the forward pass at each of its call sites: the per-step
+# path needs the inlining for speed, everywhere else it only multiplied the cold compile time.
+@njit(cache=True, error_model="numpy")
+def forward_outlined(theta, x, mi, mf, z, h):
+    """``forward`` as a called function (for code that runs at record times)."""
+    return forward(theta, x, mi, mf, z, h)
+
+
+@njit(cache=True, error_model="numpy")
+def add_gradient_outlined(theta, x, mi, mf, z, h, coef, g):
+    """``add_gradient`` as a called function (for code that runs at record times)."""
+    add_gradient(theta, x, mi, mf, z, h, coef, g)
+
+
 @njit(cache=True, error_model="numpy")
 def _outputs(theta, x, mi, mf, out):
     z = np.empty(mi[MI_WIDTH])
     h = np.empty(mi[MI_WIDTH])
     for k in range(x.shape[0]):
-        out[k] = forward(theta, x[k], mi, mf, z, h)
+        out[k] = forward_outlined(theta, x[k], mi, mf, z, h)
 
 
 @njit(cache=True, error_model="numpy")
@@ -280,13 +295,13 @@ def _init_params(seed, mi, mf, out):
     for r in range(out.shape[0]):
         theta = out[r]
         for k in range(width * n_in):
-            theta[k] = mf[MF_STD_W] * normal_at(seed, r, STREAM_INIT, 0, k)
+            theta[k] = mf[MF_STD_W] * normal_at_outlined(seed, r, STREAM_INIT, 0, k)
         for i in range(width):
             if off_b >= 0:
-                theta[off_b + i] = mf[MF_STD_B] * normal_at(seed, r, STREAM_INIT, 1, i)
+                theta[off_b + i] = mf[MF_STD_B] * normal_at_outlined(seed, r, STREAM_INIT, 1, i)
         # a[m, i] is draw m * width + i: output 0 draws what the one-output network draws
         for k in range(n_out * width):
-            theta[off_a + k] = mf[MF_STD_A] * normal_at(seed, r, STREAM_INIT, 2, k)
+            theta[off_a + k] = mf[MF_STD_A] * normal_at_outlined(seed, r, STREAM_INIT, 2, k)
         if off_c >= 0:
             for m in range(n_out):
                 theta[off_c + m] = 0.0

@@ -1,4 +1,4 @@
-"""What is measured at record times: one registry of specs, one compiled kernel.
+"""What is measured at record times: one registry of specs, compiled kernels over replica blocks.
 
 Every observable is stored as ``/observables/NAME`` with shape ``[record, replica, *dims]``; the
 spec below is the single source of its dims, units and description (the store loops over it).
@@ -12,11 +12,12 @@ probe x. Its first-order prediction is -eta l'(x_s) Theta_t(x, x_s), Theta_t the
 import dataclasses
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..losses import loss_derivative, loss_value
 from ..models.multi import add_gradient_outputs, forward_outputs
-from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH, add_gradient, forward
+from ..models.simple import MI_DIM, MI_OUTPUTS, MI_WIDTH, add_gradient_outlined, forward_outlined
+from ..parallel import over_replicas
 from .representation import measure_representation, probe_outputs
 
 
@@ -117,17 +118,20 @@ def measure(params, data, mi, mf, loss_code, eta, class_threshold, buffers, frag
     ``fragility`` = (classification flag, max step, regression margin) for ``flip_distance``.
     """
     if mi[MI_OUTPUTS] > 1:
-        _measure_outputs(params, data.x_train, data.y_train.reshape(-1), data.x_test, data.y_test.reshape(-1),
-                         data.x_probe, data.x_source, data.y_source.reshape(-1), mi, mf, loss_code, eta,
-                         buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"],
-                         buffers["accuracy_test"], buffers["param_norm"], buffers["ntk_outputs"],
-                         buffers["response_outputs"])
+        over_replicas(_measure_outputs, params.shape[0], params, data.x_train, data.y_train.reshape(-1),
+                      data.x_test, data.y_test.reshape(-1), data.x_probe, data.x_source, data.y_source.reshape(-1), mi,
+                      mf, loss_code, eta, buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"],
+                      buffers["accuracy_test"], buffers["param_norm"], buffers["ntk_outputs"],
+                      buffers["response_outputs"])
         measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility)
         return
-    _measure(params, data.x_train, data.y_train, data.x_test, data.y_test, data.x_probe, data.x_source,
-             data.y_source, mi, mf, loss_code, eta, class_threshold,
-             buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"], buffers["accuracy_test"],
-             buffers["param_norm"], buffers["ntk"], buffers["response"], buffers["response_linear"])
+    over_replicas(_measure_losses, params.shape[0], params, data.x_train, data.y_train, data.x_test, data.y_test,
+                  mi, mf, loss_code, class_threshold, buffers["loss_train"], buffers["loss_test"],
+                  buffers["accuracy_train"], buffers["accuracy_test"], buffers["param_norm"])
+    ntk, response, response_linear = buffers["ntk"], buffers["response"], buffers["response_linear"]
+    if ntk.shape[1] > 0 or response.shape[1] > 0 or response_linear.shape[1] > 0:  # compiled only when asked for
+        over_replicas(_measure_ntk_response, params.shape[0], params, data.x_probe, data.x_source, data.y_source, mi,
+                      mf, loss_code, eta, ntk, response, response_linear)
     measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility)
 
 
@@ -142,6 +146,8 @@ def measure_on_host(params, data, mi, mf, class_threshold, buffers, fragility=(0
                                buffers["participation_ratio"], buffers["input_grad_norm"], buffers["flip_distance"])
 
 
+# Record-time kernels call the forward pass (``forward_outlined``), they do not inline it; the CUDA
+# measure kernel calls ``_loss_and_accuracy`` too, as a device function.
 @njit(cache=True, error_model="numpy", inline="always")
 def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
     n = x.shape[0]
@@ -149,44 +155,44 @@ def _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h):
         return np.nan, np.nan
     total, correct = 0.0, 0
     for mu in range(n):
-        f = forward(theta, x[mu], mi, mf, z, h)
+        f = forward_outlined(theta, x[mu], mi, mf, z, h)
         total += loss_value(f, y[mu], loss_code)
         if (f >= threshold) == (y[mu] >= threshold):
             correct += 1
     return total / n, correct / n
 
 
-# The CPU measurement kernel calls its helpers rather than inlining them (the CUDA kernel inlines
-# ``_loss_and_accuracy`` itself): they run at record times only, and every inlined copy of the
-# forward pass in a prange body adds compile time (the whole suite compiles these kernels cold).
-@njit(cache=True, error_model="numpy")
-def _loss_and_accuracy_called(theta, x, y, mi, mf, loss_code, threshold, z, h):
-    return _loss_and_accuracy(theta, x, y, mi, mf, loss_code, threshold, z, h)
-
-
-@njit(cache=True, error_model="numpy", parallel=True)
-def _measure(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
-             class_threshold, loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response,
-             response_linear):
-    replicas = params.shape[0]
+@njit(cache=True, error_model="numpy", nogil=True)
+def _measure_losses(r0, r1, params, x_train, y_train, x_test, y_test, mi, mf, loss_code, class_threshold,
+                    loss_train, loss_test, acc_train, acc_test, param_norm):
+    """Losses, accuracies and |theta| of replicas r0..r1 of the one-output network."""
     dim, width = mi[MI_DIM], mi[MI_WIDTH]
-    want_ntk = ntk.shape[1] > 0
-    want_response = response.shape[1] > 0 or response_linear.shape[1] > 0
-    for r in prange(replicas):
+    z = np.empty(width)
+    h = np.empty(width)
+    for r in range(r0, r1):
         theta = params[r]
-        z = np.empty(width)
-        h = np.empty(width)
-        loss_train[r], acc_train[r] = _loss_and_accuracy_called(theta, x_train, y_train, mi, mf, loss_code,
-                                                                class_threshold, z, h)
-        loss_test[r], acc_test[r] = _loss_and_accuracy_called(theta, x_test, y_test, mi, mf, loss_code,
-                                                              class_threshold, z, h)
+        loss_train[r], acc_train[r] = _loss_and_accuracy(theta, x_train, y_train, mi, mf, loss_code,
+                                                         class_threshold, z, h)
+        loss_test[r], acc_test[r] = _loss_and_accuracy(theta, x_test, y_test, mi, mf, loss_code,
+                                                       class_threshold, z, h)
         sq = 0.0
         for j in range(dim):
             sq += theta[j] * theta[j]
         param_norm[r] = np.sqrt(sq)
-        if want_ntk or want_response:
-            _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h, want_ntk, want_response,
-                              ntk[r], response[r], response_linear[r])
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _measure_ntk_response(r0, r1, params, x_probe, x_src, y_src, mi, mf, loss_code, eta, ntk, response,
+                          response_linear):
+    """NTK and one-step responses of replicas r0..r1 (each left empty when not asked for)."""
+    width = mi[MI_WIDTH]
+    want_ntk = ntk.shape[1] > 0
+    want_response = response.shape[1] > 0 or response_linear.shape[1] > 0
+    z = np.empty(width)
+    h = np.empty(width)
+    for r in range(r0, r1):
+        _ntk_and_response(params[r], x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h, want_ntk, want_response,
+                          ntk[r], response[r], response_linear[r])
 
 
 @njit(cache=True, error_model="numpy")
@@ -198,8 +204,8 @@ def _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h
     grads = np.zeros((n_probe, dim))
     f_probe = np.empty(n_probe)
     for p in range(n_probe):
-        f_probe[p] = forward(theta, x_probe[p], mi, mf, z, h)
-        add_gradient(theta, x_probe[p], mi, mf, z, h, 1.0, grads[p])
+        f_probe[p] = forward_outlined(theta, x_probe[p], mi, mf, z, h)
+        add_gradient_outlined(theta, x_probe[p], mi, mf, z, h, 1.0, grads[p])
     if want_ntk:
         for p in range(n_probe):
             for q in range(p, n_probe):
@@ -213,8 +219,8 @@ def _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h
         moved = np.empty(dim)
         for s in range(n_src):
             g_src[:] = 0.0
-            f_s = forward(theta, x_src[s], mi, mf, z, h)
-            add_gradient(theta, x_src[s], mi, mf, z, h, 1.0, g_src)
+            f_s = forward_outlined(theta, x_src[s], mi, mf, z, h)
+            add_gradient_outlined(theta, x_src[s], mi, mf, z, h, 1.0, g_src)
             step = -eta * loss_derivative(f_s, y_src[s], loss_code)
             for j in range(dim):
                 moved[j] = theta[j] + step * g_src[j]
@@ -223,7 +229,7 @@ def _ntk_and_response(theta, x_probe, x_src, y_src, mi, mf, loss_code, eta, z, h
                 for j in range(dim):
                     k += grads[p, j] * g_src[j]
                 response_linear[s, p] = step * k
-                response[s, p] = forward(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
+                response[s, p] = forward_outlined(moved, x_probe[p], mi, mf, z, h) - f_probe[p]
 
 
 @njit(cache=True, error_model="numpy")
@@ -247,17 +253,16 @@ def _loss_and_accuracy_outputs(theta, x, y, mi, mf, loss_code, z, h, f):
     return total / n, correct / n
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _measure_outputs(params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
+@njit(cache=True, error_model="numpy", nogil=True)
+def _measure_outputs(r0, r1, params, x_train, y_train, x_test, y_test, x_probe, x_src, y_src, mi, mf, loss_code, eta,
                      loss_train, loss_test, acc_train, acc_test, param_norm, ntk, response):
-    """``_measure`` for M > 1 outputs (targets flat [P * M]): NTK [probe, probe2, m, n] and response
-    [source, probe, m]."""
-    replicas = params.shape[0]
+    """The observables of replicas r0..r1 for M > 1 outputs (targets flat [P * M]): NTK
+    [probe, probe2, m, n] and response [source, probe, m]."""
     dim, width, n_out = mi[MI_DIM], mi[MI_WIDTH], mi[MI_OUTPUTS]
     n_probe, n_src = x_probe.shape[0], x_src.shape[0]
     want_ntk = ntk.shape[1] > 0
     want_response = response.shape[1] > 0
-    for r in prange(replicas):
+    for r in range(r0, r1):
         theta = params[r]
         z = np.empty(width)
         h = np.empty(width)

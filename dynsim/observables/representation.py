@@ -18,11 +18,12 @@ Delta(t_w, t) = |theta(t) - theta(t_w)|^2 / n_params against snapshots taken at 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..models.activations import derivative_layer
 from ..models.multi import forward_outputs
-from ..models.simple import MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_OUTPUTS, MI_WIDTH, forward
+from ..models.simple import MF_OUTPUT_SCALE, MI_ACTIVATION, MI_INPUT_DIM, MI_OFF_A, MI_OUTPUTS, MI_WIDTH, forward_outlined
+from ..parallel import over_replicas
 
 _MARCH_STEPS = 64
 _BISECTIONS = 40
@@ -32,7 +33,7 @@ _BISECTIONS = 40
 def _input_gradient(theta, x, mi, mf, z, h, grad):
     """f(x) and grad[d] = d f / d x_d."""
     n_in, width, off_a = mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_A]
-    f = forward(theta, x, mi, mf, z, h)
+    f = forward_outlined(theta, x, mi, mf, z, h)
     derivative_layer(z, h, width, mi[MI_ACTIVATION])
     scale = mf[MF_OUTPUT_SCALE]
     for i in range(width):
@@ -57,8 +58,7 @@ def _crossed(f, f0, threshold, classify, margin):
     return abs(f - f0) >= margin
 
 
-# Called, not inlined: two forward passes per call; a copy of each in the parallel kernel's body
-# only added compile time to a search that runs at record times.
+# Called, not inlined: a search that runs at record times.
 @njit(cache=True, error_model="numpy")
 def _flip_distance(theta, x0, u, f0, mi, mf, threshold, classify, max_step, margin, z, h, moved):
     n_in = x0.shape[0]
@@ -68,12 +68,12 @@ def _flip_distance(theta, x0, u, f0, mi, mf, threshold, classify, max_step, marg
         hi = k * delta
         for d in range(n_in):
             moved[d] = x0[d] + hi * u[d]
-        if _crossed(forward(theta, moved, mi, mf, z, h), f0, threshold, classify, margin):
+        if _crossed(forward_outlined(theta, moved, mi, mf, z, h), f0, threshold, classify, margin):
             for _ in range(_BISECTIONS):
                 mid = 0.5 * (lo + hi)
                 for d in range(n_in):
                     moved[d] = x0[d] + mid * u[d]
-                if _crossed(forward(theta, moved, mi, mf, z, h), f0, threshold, classify, margin):
+                if _crossed(forward_outlined(theta, moved, mi, mf, z, h), f0, threshold, classify, margin):
                     hi = mid
                 else:
                     lo = mid
@@ -87,41 +87,40 @@ def measure_representation(params, x_probe, mi, mf, threshold, classify, max_ste
     """Fill the feature (if ``spectrum`` has a rank axis) and fragility (if ``grad_norm`` has a probe
     axis) observables of every replica. Two kernels, each compiled only when a run asks for it."""
     if spectrum.shape[1] > 0:
-        _features(params, x_probe, mi, mf, spectrum, erank, pratio)
+        over_replicas(_features, params.shape[0], params, x_probe, mi, mf, spectrum, erank, pratio)
     if grad_norm.shape[1] > 0:
-        _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip)
+        over_replicas(_fragility, params.shape[0], params, x_probe, mi, mf, threshold, classify, max_step, margin,
+                      grad_norm, flip)
 
 
 @njit(cache=True, error_model="numpy")
 def probe_outputs(params, x_probe, mi, mf, out):
     """out[r, p, m] = f_m(x_p; theta_r): the network outputs (logits of a sigmoid loss) at every probe.
 
-    Serial: a forward pass per probe and replica at record times only; a parallel kernel would
-    double its compile time for no measurable gain."""
+    Serial: a forward pass per probe and replica at record times only."""
     width, n_out = mi[MI_WIDTH], mi[MI_OUTPUTS]
     for r in range(params.shape[0]):
         z = np.empty(width)
         h = np.empty(width)
         for p in range(x_probe.shape[0]):
             if n_out == 1:
-                out[r, p, 0] = forward(params[r], x_probe[p], mi, mf, z, h)
+                out[r, p, 0] = forward_outlined(params[r], x_probe[p], mi, mf, z, h)
             else:
                 forward_outputs(params[r], x_probe[p], mi, mf, z, h, out[r, p])
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _features(params, x_probe, mi, mf, spectrum, erank, pratio):
-    replicas = params.shape[0]
+@njit(cache=True, error_model="numpy", nogil=True)
+def _features(r0, r1, params, x_probe, mi, mf, spectrum, erank, pratio):
     width = mi[MI_WIDTH]
     n_probe = x_probe.shape[0]
     rank = spectrum.shape[1]
-    for r in prange(replicas):
+    for r in range(r0, r1):
         theta = params[r]
         z = np.empty(width)
         h = np.empty(width)
         hidden = np.empty((n_probe, width))
         for p in range(n_probe):
-            forward(theta, x_probe[p], mi, mf, z, h)
+            forward_outlined(theta, x_probe[p], mi, mf, z, h)
             hidden[p] = h
         for i in range(width):
             mean = 0.0
@@ -152,12 +151,11 @@ def _features(params, x_probe, mi, mf, spectrum, erank, pratio):
             pratio[r] = np.nan
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip):
-    replicas = params.shape[0]
+@njit(cache=True, error_model="numpy", nogil=True)
+def _fragility(r0, r1, params, x_probe, mi, mf, threshold, classify, max_step, margin, grad_norm, flip):
     width, n_in = mi[MI_WIDTH], mi[MI_INPUT_DIM]
     n_probe = x_probe.shape[0]
-    for r in prange(replicas):
+    for r in range(r0, r1):
         theta = params[r]
         z = np.empty(width)
         h = np.empty(width)
@@ -183,12 +181,16 @@ def _fragility(params, x_probe, mi, mf, threshold, classify, max_step, margin, g
                                         z, h, moved)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
 def two_time_update(params, snapshots, taken, autocorrelation, msd):
     """C and Delta of every replica against every snapshot already taken (NaN for the others)."""
-    replicas, dim = params.shape
+    over_replicas(_two_time_update, params.shape[0], params, snapshots, taken, autocorrelation, msd)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _two_time_update(r0, r1, params, snapshots, taken, autocorrelation, msd):
+    dim = params.shape[1]
     n_waits = snapshots.shape[0]
-    for r in prange(replicas):
+    for r in range(r0, r1):
         theta = params[r]
         norm = 0.0
         for j in range(dim):
