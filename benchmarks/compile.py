@@ -1,9 +1,11 @@
 """Where the cold compile time goes: every shipped config, each in a fresh process with an empty cache.
 
 For each config under ``data/configs`` (or those named), a subprocess with ``NUMBA_CACHE_DIR`` set
-to an empty folder (a fresh install) runs it through the CLI until its first step: the time loop's
-progress bar is created after the warm-up has compiled every kernel the loop calls, and the driver
-stops the run there (chain configs, which have no time loop, run their first block of chains).
+to an empty folder (a fresh install) runs it through the CLI until its first step: the driver stops
+the run when the first chunk of steps has been advanced (the progress bar's first update; the
+record at step 0 and every kernel compile come before it). Chain configs, which have no time loop,
+run their first block of chains. ``PYTHONPATH=OTHER_CHECKOUT python benchmarks/compile.py``
+measures another checkout (the subprocesses inherit the path), for before/after comparisons.
 Numba's ``numba:compile`` events give the seconds spent compiling each function (exclusive of the
 functions it called, which are listed on their own). The quickstart is also run whole, as the
 README's command does, and timed from process start to exit.
@@ -55,9 +57,14 @@ imported = time.perf_counter()
 class FirstStep(Exception):
     pass
 
-def bar(*args, **kwargs):
-    raise FirstStep
-engine._progress_bar = bar
+class Bar:
+    def update(self, n):
+        raise FirstStep  # the first chunk of steps is done
+
+    def close(self):
+        pass
+
+engine._progress_bar = lambda *args, **kwargs: Bar()
 build = chain._build
 
 def first_block(config, inputs, writer, progress):

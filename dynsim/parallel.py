@@ -42,28 +42,40 @@ def blocks(replicas: int, threads: int) -> list[tuple[int, int]]:
     return [(edges[k], edges[k + 1]) for k in range(threads)]
 
 
+def _types(args) -> tuple:
+    """What decides which compiled version of a kernel a call uses (array dtype and rank, or type)."""
+    return tuple((a.dtype.str, a.ndim) if hasattr(a, "dtype") and hasattr(a, "ndim") else type(a) for a in args)
+
+
+_CALLED = set()  # (kernel, argument types) already called once in this process
+
+
 def over_replicas(kernel, replicas: int, *args) -> None:
     """``kernel(r0, r1, *args)`` for every block of ``range(replicas)``, one block per thread.
 
-    The first block runs on the calling thread, and alone when the kernel has not been compiled or
-    loaded yet in this process (so that it compiles once, here); an exception in any block is raised
-    here after every block has ended.
+    The first block runs on the calling thread, and alone the first time the kernel is called with
+    these argument types in this process (so that it compiles, or loads from the cache, once and
+    here); an exception in any block is raised here after every block has ended.
     """
     parts = blocks(replicas, thread_count()) if replicas > 0 else []
     if not parts:
         return
-    if not getattr(kernel, "signatures", True):  # a plain function under NUMBA_DISABLE_JIT
+    key = (kernel, _types(args))
+    if key not in _CALLED:
         with warnings.catch_warnings():
             # replica_kernel's serial kernels compile through the parallel pipeline on purpose
             warnings.simplefilter("ignore", NumbaPerformanceWarning)
             kernel(parts[0][0], parts[0][1], *args)
+        _CALLED.add(key)
         parts = parts[1:]
-        if not parts:
-            return
         first = None
     else:
         first, parts = parts[0], parts[1:]
-    pool = _pool(max(1, len(parts)))
+    if not parts:
+        if first is not None:
+            kernel(first[0], first[1], *args)
+        return
+    pool = _pool(len(parts))
     futures = [pool.submit(kernel, r0, r1, *args) for r0, r1 in parts]
     try:
         if first is not None:

@@ -129,15 +129,19 @@ class Simulation:
             writer.write_snapshot(int(hit[0]), host_params)
         two_time_update(host_params, snapshots, self.waits <= step, buffers["autocorrelation"], buffers["msd"])
 
-    def warm_up(self, work, status, failed_step, step, buffers):
+    def warm_up(self, work, status, failed_step, step, buffers, snapshots):
         """Compile (or load from the cache) the kernels the time loop calls, before it starts: an
-        advance of zero steps, and the observables of the first replica into a slice of the buffers
-        (overwritten at the first record). Through the class's methods: a wrapper set on the instance
+        advance of zero steps, the observables of the first replica and its two-time quantities into
+        slices of the buffers (overwritten at the first record). Through the class's methods: a wrapper set on the instance
         (the interrupt tests count advance calls) sees only the loop's own calls."""
         kind = type(self)
         kind.advance(self, work, step, step, status, failed_step)
         if self.backend.name == "cpu":
             kind.measure(self, work[:1], {name: values[:1] for name, values in buffers.items()})
+        if len(self.waits):
+            first = {name: buffers[name][:1] for name in ("autocorrelation", "msd")}
+            # arrays of the loop's own types (host parameters [1, dim], every snapshot), no wait taken
+            two_time_update(snapshots[0, :1], snapshots, self.waits < 0, first["autocorrelation"], first["msd"])
 
     def run(self, path, *, overwrite=False, progress=None) -> RunResult:
         """Train from initialisation to ``run.steps`` and write ``path``."""
@@ -163,7 +167,7 @@ class Simulation:
         # a backend with upload/download (CUDA) keeps the parameters on its device for the whole
         # run; they come back to the host only for checkpoints and the end of the run
         work = self.backend.upload(params) if hasattr(self.backend, "upload") else params
-        self.warm_up(work, status, failed_step, step, buffers)
+        self.warm_up(work, status, failed_step, step, buffers, snapshots)
         # the bar starts after the kernels are compiled (or loaded), so that its rate and ETA are true
         bar = _progress_bar(cfg.run.steps, step, progress)
         last_checkpoint = time.monotonic()

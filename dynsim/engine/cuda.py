@@ -1,7 +1,7 @@
 """The CUDA backend: one GPU thread per replica, through numba.cuda (the ``numba-cuda`` package).
 
 One definition of the math. The kernels contain no formulas of their own: a thread calls the
-very ``numba.njit`` functions the CPU backend calls (``discrete_step``, and through it
+very ``numba.njit`` functions the CPU backend calls (``single_sample_step``/``batch_step``, and through them
 ``forward``, ``add_gradient``, the losses and the Philox draws of ``dynsim.rng``). numba.cuda
 compiles a CPU dispatcher called inside a kernel as a device function from the same Python source
 (``CUDATypingContext.resolve_value_type`` in numba-cuda's ``target.py``; the dispatcher's
@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from ..integrators import INTEGRATORS, SAMPLING, SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
-from ..integrators.discrete import discrete_step
+from ..integrators.discrete import batch_step, is_single_sample, single_sample_step
 from ..integrators.sde import WORK_ROWS, sde_step
 from ..losses import loss_derivative
 from ..models.simple import MI_DIM, MI_WIDTH, add_gradient, forward
@@ -115,12 +115,13 @@ def local_bytes_sde(dim: int, width: int, n_xi: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool = False):
+def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool = False, single: bool = False):
     """The advance kernel with its local arrays sized for one model (sizes are compile-time).
 
-    ``sde`` selects the per-thread step: ``integrators.sde.sde_step`` (continuous time, noise draws
-    ``xi`` and work rows) or ``integrators.discrete.discrete_step`` (gradient ``g`` and the epoch
-    permutation). It is a compile-time constant, so each kernel holds one of the two.
+    ``sde`` and ``single`` select the per-thread step: ``integrators.sde.sde_step`` (continuous time,
+    noise draws ``xi`` and work rows), ``integrators.discrete.single_sample_step`` (SGD with one example
+    per step) or ``integrators.discrete.batch_step`` (gradient ``g`` and the epoch permutation). They
+    are compile-time constants, so each kernel holds one step, as each CPU kernel does.
     """
     n_perm = max(n_perm, 1)
     n_xi = max(n_xi, 1)
@@ -149,8 +150,10 @@ def _advance_kernel(dim: int, width: int, n_perm: int, n_xi: int = 0, sde: bool 
         for s in range(s0, s1):  # as on the CPU: stop at the first non-finite step, then check theta
             if sde:
                 ok = sde_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, xi, work)
+            elif single:
+                ok = single_sample_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, perm, perm_epoch)
             else:
-                ok = discrete_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, g, perm, perm_epoch)
+                ok = batch_step(theta, x_, y_, mi_, mf_, ti_, tf_, seed, r, s, z, h, g, perm, perm_epoch)
             if not ok:
                 failed = s
                 break
@@ -309,7 +312,7 @@ class CudaBackend:
         else:
             n_perm = data.x_train.shape[0] if int(ti[TI_SAMPLING]) == _WITHOUT_REPLACEMENT else 0
             need, what = local_bytes(dim, width, n_perm), f"{n_perm} permutation entries"
-            kernel = _advance_kernel(dim, width, n_perm)
+            kernel = _advance_kernel(dim, width, n_perm, single=is_single_sample(ti))
         if need > LOCAL_MEMORY_LIMIT:
             raise ConfigError("model.width", f"a replica needs {need} bytes of per-thread local memory on the CUDA "
                                              f"backend (n_params = {dim}, width = {width}, {what}); "

@@ -126,21 +126,9 @@ def batch_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, 
     return True
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def discrete_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch):
-    """Advance one replica by one step in place; False if the loss gradient was not finite.
-
-    The CPU backend compiles ``single_sample_step`` and ``batch_step`` as separate kernels (a run
-    compiles the one it uses); the CUDA kernel takes both through this function.
-    """
-    if ti[TI_BATCH] == 1 and ti[TI_SAMPLING] != _FULL:
-        return single_sample_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, perm, perm_epoch)
-    return batch_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, perm, perm_epoch)
-
-
 @njit(cache=True, error_model="numpy")
 def discrete_step_outputs(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, g, f, coefs, perm, perm_epoch):
-    """``discrete_step`` for M > 1 outputs: the per-sample loss is the sum over outputs of l(f_m, y_m),
+    """One step (any sampling) for M > 1 outputs: the per-sample loss is the sum over outputs of l(f_m, y_m),
     y the flat targets [P * M] (row mu: y[mu * M + m]); f, coefs are scratch [M]. Float64 only.
 
     No fused single-sample path: the gradient is accumulated, then applied (same update rule).

@@ -83,7 +83,9 @@ def scheme_stage(scheme, stage, theta, point, acc, drift, noise, dt, sqrt_dt):
                 theta[j] += sixth * (acc[j] + drift[j])
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+# Called, not inlined: one call per scheme stage does a pass over the whole training set, so the call
+# costs nothing, and the step's compile time no longer carries two inlined gradient passes.
+@njit(cache=True, error_model="numpy")
 def network_drift_noise(theta, x, y, mi, mf, ti, tf, xi, z, h, sample_grad, drift, noise):
     """drift = -(grad L + lambda theta) and noise = B(theta) xi at ``theta``; False if not finite.
 
