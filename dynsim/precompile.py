@@ -23,7 +23,7 @@ from numba.core import event
 
 #: Cold compile time of a first run of each kind of experiment on a 2-core machine (seconds, measured
 #: by benchmarks/compile.py; see benchmarks/RESULTS.md). Only used to tell the user what to expect.
-COMPILE_SECONDS = {"simple": 15, "mlp": 20, "maxnorm_chain": 5}
+COMPILE_SECONDS = {"simple": 25, "mlp": 35, "maxnorm_chain": 12}
 
 
 class _FirstCompile(event.Listener):
