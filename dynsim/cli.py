@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile ahead of time every kernel a kind of run can use (once per "
                                        "install; runs then start in a second)")
     which = k.add_mutually_exclusive_group()
-    which.add_argument("--kind", choices=("simple", "mlp", "maxnorm_chain"), default="simple",
+    which.add_argument("--kind", choices=tuple(PLANS), default="simple",
                        help="the kind of experiment ([model] kind; default: simple)")
     which.add_argument("--all", action="store_true", help="every kind")
     k.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     w.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per core)")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .precompile import PLANS
     from .theory.cli import register as register_derive
 
     register_derive(sub)

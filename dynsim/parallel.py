@@ -27,11 +27,13 @@ def thread_count() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
-def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker threads of every block but the first (which runs on the calling thread)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dynsim")
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, thread_count() - 1),
+                                                          thread_name_prefix="dynsim")
         return _POOL
 
 
@@ -58,28 +60,20 @@ def over_replicas(kernel, replicas: int, *args) -> None:
     here); an exception in any block is raised here after every block has ended.
     """
     parts = blocks(replicas, thread_count()) if replicas > 0 else []
-    if not parts:
-        return
     key = (kernel, _types(args))
-    if key not in _CALLED:
+    if parts and key not in _CALLED:
         with warnings.catch_warnings():
             # replica_kernel's serial kernels compile through the parallel pipeline on purpose
             warnings.simplefilter("ignore", NumbaPerformanceWarning)
             kernel(parts[0][0], parts[0][1], *args)
         _CALLED.add(key)
         parts = parts[1:]
-        first = None
-    else:
-        first, parts = parts[0], parts[1:]
     if not parts:
-        if first is not None:
-            kernel(first[0], first[1], *args)
         return
-    pool = _pool(len(parts))
-    futures = [pool.submit(kernel, r0, r1, *args) for r0, r1 in parts]
+    (r0, r1), rest = parts[0], parts[1:]
+    futures = [_pool().submit(kernel, b0, b1, *args) for b0, b1 in rest]
     try:
-        if first is not None:
-            kernel(first[0], first[1], *args)
+        kernel(r0, r1, *args)
     finally:
         concurrent.futures.wait(futures)
     for future in futures:

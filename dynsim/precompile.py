@@ -113,14 +113,14 @@ def _merge(base: dict, **tables) -> dict:
 
 def precompile(kinds, progress: bool = True) -> dict[str, float]:
     """Compile every kernel of each kind in ``kinds`` (or load it from the cache); seconds per kind."""
+    from tqdm import tqdm
+
     from .chain_experiment import chain_config_from_mapping, is_chain_mapping, run_chain
     from .config import config_from_mapping
     from .engine import make_simulation
 
     seconds = {}
     configs = [(kind, mapping) for kind in kinds for mapping in PLANS[kind]()]
-    from tqdm import tqdm
-
     bar = tqdm(total=len(configs), unit="config", desc="dynsim compile", disable=not progress, leave=False)
     with tempfile.TemporaryDirectory(prefix="dynsim-compile-") as folder:
         for i, (kind, mapping) in enumerate(configs):

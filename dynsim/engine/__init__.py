@@ -132,16 +132,21 @@ class Simulation:
     def warm_up(self, work, status, failed_step, step, buffers, snapshots):
         """Compile (or load from the cache) the kernels the time loop calls, before it starts: an
         advance of zero steps, the observables of the first replica and its two-time quantities into
-        slices of the buffers (overwritten at the first record). Through the class's methods: a wrapper set on the instance
-        (the interrupt tests count advance calls) sees only the loop's own calls."""
+        slices of the buffers (overwritten at the first record). On a CUDA backend the measure kernel
+        still compiles at the first record.
+
+        The class's methods are called, not the instance's attributes: the loop's chunks are its
+        ``advance`` calls (a wrapper set on the instance sees those), and a zero-step call is not one.
+        """
         kind = type(self)
         kind.advance(self, work, step, step, status, failed_step)
         if self.backend.name == "cpu":
             kind.measure(self, work[:1], {name: values[:1] for name, values in buffers.items()})
         if len(self.waits):
-            first = {name: buffers[name][:1] for name in ("autocorrelation", "msd")}
-            # arrays of the loop's own types (host parameters [1, dim], every snapshot), no wait taken
-            two_time_update(snapshots[0, :1], snapshots, self.waits < 0, first["autocorrelation"], first["msd"])
+            # arrays of the loop's own types (host parameters [1, dim], every snapshot); no wait taken
+            none_taken = np.zeros(len(self.waits), dtype=bool)
+            two_time_update(snapshots[0, :1], snapshots, none_taken, buffers["autocorrelation"][:1],
+                            buffers["msd"][:1])
 
     def run(self, path, *, overwrite=False, progress=None) -> RunResult:
         """Train from initialisation to ``run.steps`` and write ``path``."""

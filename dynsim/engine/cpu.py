@@ -41,13 +41,15 @@ def _advance_single_sample(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, s
     """Advance replicas r0..r1 from step s0 to s1 in place (SGD, one example per step); flag non-finite ones."""
     width, dim, n_train = mi[MI_WIDTH], mi[MI_DIM], x.shape[0]
     n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    # scratch in the parameters' precision (run.precision): float32 runs compute in float32
+    z = np.empty(width, dtype=params.dtype)
+    h = np.empty(width, dtype=params.dtype)
+    perm = np.empty(n_perm, dtype=np.int64)
+    perm_epoch = np.empty(1, dtype=np.int64)
     for r in range(r0, r1):
         if status[r] != STATUS_OK:
             continue
-        z = np.empty(width, dtype=params.dtype)
-        h = np.empty(width, dtype=params.dtype)
-        perm = np.empty(n_perm, dtype=np.int64)
-        perm_epoch = np.full(1, -1, dtype=np.int64)
+        perm_epoch[0] = -1  # no epoch permutation drawn yet for this replica
         theta = params[r]
         for s in range(s0, s1):
             if not single_sample_step(theta, x, y, mi, mf, ti, tf, seed, r, s, z, h, perm, perm_epoch):
