@@ -11,6 +11,8 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .precompile import PLANS
+
     p = argparse.ArgumentParser(prog="dynsim", description="Simulate training of small networks as a "
                                                            "stochastic dynamical system.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,7 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     w.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per core)")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    from .precompile import PLANS
     from .theory.cli import register as register_derive
 
     register_derive(sub)
