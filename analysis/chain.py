@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .figures import gallery, save
+
 COLLAPSED_WITHIN = 0.05  # d within this of 0 or 1 counts as collapsed onto +-H u
 
 
@@ -131,29 +133,39 @@ def _layers_to_show(depth: int) -> list[int]:
     return [p for p in picks if p <= depth]
 
 
-def chain_section(path, out_dir, plt) -> ChainSummary:
-    """Figures and report lines of one chain file."""
+def chain_section(path, out_dir, plt, group=None) -> ChainSummary:
+    """Figures and report lines of one chain file (or of one point ``group`` of a merged sweep of them);
+    ``lines`` end with the figures' images."""
+    label, lines, numbers, figures = chain_parts(path, out_dir, plt, group)
+    return ChainSummary(str(path), label, lines + gallery(figures), numbers)
+
+
+def chain_parts(path, out_dir, plt, group=None, heading="##", title=None) -> tuple[str, list[str], dict, list[str]]:
+    """(label, report lines without the images, numbers, figure paths) of one chain file or point
+    ``group``. Its title is ``heading`` (the markdown level: a point of a sweep sits one level down),
+    ``title`` (default: the stem its figures are named by) and the chain's label."""
     out_dir = Path(out_dir)
     from dynsim.store import ChainReader
     from dynsim.theory.chain import expected_squared_gain
 
-    with ChainReader(path) as rd:
+    with ChainReader(path, group) as rd:
         m, status, inputs = rd.model_attrs, rd.status, rd.inputs()
         if rd.replicas_done < 2:
-            raise ValueError(f"{path}: {rd.replicas_done} chains written; a report needs at least 2")
+            where = f"{path}" + (f" group '{group}'" if group else "")
+            raise ValueError(f"{where}: {rd.replicas_done} chains written; a report needs at least 2")
         cosine = rd.measure("cosine")
         distance = rd.measure("angular_distance")
         wormhole = rd.measure("wormhole_error")
         gains = rd.train_log_gain()
         alpha = rd.alpha
-    stem = Path(path).stem
+    stem = Path(path).stem + (f"_{group.replace('/', '_')}" if group else "")
     depth, k, n = int(m["depth"]), int(m["width"]), int(m["candidates"])
     groups, names = inputs["probe_group"], inputs["group_names"]
     present = [(g, names[g]) for g in range(len(names)) if np.any(groups == g)]
     label = f"maxnorm_chain k={k} n={n} L={depth} {m['selection']}/{m['layer_output']} ({inputs['source']})"
     layers = np.arange(depth + 1)
     numbers = {}
-    lines = [f"## {stem}: {label}", "",
+    lines = [f"{heading} {title or stem}: {label}", "",
              f"{rd.replicas_done} chains ({status['code']}), probes: "
              + ", ".join(f"{name} {int(np.sum(groups == g))}" for g, name in present) + ".", ""]
     figures = []
@@ -168,7 +180,7 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
         numbers[f"collapsed_fraction_{name}"] = frac
     ax.set(xlabel="layer l", ylabel="mean |cos(H_l u, H_l v)|", title="collapse of output features", ylim=(0, 1.02))
     ax.legend(fontsize=8)
-    figures.append(_save(plt, fig, out_dir / f"{stem}_collapse.png"))
+    figures.append(save(fig, out_dir / f"{stem}_collapse.png"))
     lines.append("| layer | " + " | ".join(f"mean abs cos ({name}) | collapsed ({name})" for _, name in present) + " |")
     lines.append("|---" * (1 + 2 * len(present)) + "|")
     for layer in _layers_to_show(depth):
@@ -188,7 +200,7 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
             ax.hist(d[np.isfinite(d)], bins=bins, density=True, histtype="step", label=name)
         ax.set(title=f"l = {layer}", xlabel="d")
     np.atleast_1d(axes)[0].legend(fontsize=7)
-    figures.append(_save(plt, fig, out_dir / f"{stem}_distance_hist.png"))
+    figures.append(save(fig, out_dir / f"{stem}_distance_hist.png"))
 
     # norm growth against the exact expectation
     mean_s, se_s = squared_gain(gains)
@@ -201,7 +213,7 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
     ax.axhline(theory, color="k", ls="--", label=f"exact E[S] = {theory:.4g}")
     ax.set(xlabel="layer l", ylabel="|W_l e_(l-1)|^2 (training input)", title="norm growth per layer")
     ax.legend(fontsize=8)
-    figures.append(_save(plt, fig, out_dir / f"{stem}_norm_growth.png"))
+    figures.append(save(fig, out_dir / f"{stem}_norm_growth.png"))
     lines.append(f"Squared norm gain per layer of the training input: simulated {pooled:.5g} +- {pooled_se:.2g} "
                  f"(mean over {gains[1:].size} layer-replicas), exact expectation {theory:.5g} "
                  f"(deviation {(pooled - theory) / pooled_se:+.2f} s.e.); norm growth factor about "
@@ -244,8 +256,7 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
                  + " |")
     ax.set(yscale="log", xlabel="layer l", ylabel="|m_hat - m| / |m|", title="wormhole recovery error")
     ax.legend(fontsize=8)
-    figures.append(_save(plt, fig, out_dir / f"{stem}_wormhole.png"))
-    lines.append("")
+    figures.append(save(fig, out_dir / f"{stem}_wormhole.png"))
 
     # flip-label
     if np.any(groups == 0) and np.any(groups == 1):
@@ -259,16 +270,42 @@ def chain_section(path, out_dir, plt) -> ChainSummary:
             ax1.hist(d[np.isfinite(d)], bins=bins, density=True, histtype="step", label=name)
         ax1.set(xlabel="d at the last layer", title=f"l = {depth}")
         ax1.legend(fontsize=8)
-        figures.append(_save(plt, fig, out_dir / f"{stem}_flip_label.png"))
+        figures.append(save(fig, out_dir / f"{stem}_flip_label.png"))
+        lines.append("")
         lines.append("Flip-label experiment: decidability of d between the data probes and their negatives, "
                      + ", ".join(f"l = {layer}: {dec[layer]:.3g}" for layer in shown) + ".")
-        lines.append("")
-    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
-    return ChainSummary(str(path), label, lines, numbers)
+    return label, lines, numbers, figures
 
 
-def _save(plt, fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+def _axis_text(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def chain_points_parts(path, out_dir, plt) -> tuple[list[str], dict, list[str]]:
+    """A merged sweep file of chain configs: the points that did not complete, then the chain section of
+    every stored point (figures named after the point's group). Returns (lines without the images,
+    numbers {"points": {group: that point's numbers}, "not_completed": [...]}, figure paths)."""
+    from dynsim.sweep import sweep_failures, sweep_points
+
+    stem = Path(path).stem
+    points = sweep_points(path)
+    axes = list(points[0][1]) if points else []
+    failures = sweep_failures(path)
+    lines = [f"## chain sweep {stem}: {len(points)} completed points over {', '.join(axes) or 'no axes'}"]
+    for name, values, code, message in failures:  # diverged or failed points are not merged
+        where = ", ".join(f"{a} = {_axis_text(v)}" for a, v in values.items())
+        lines.append(f"- point {name} ({where}) not included: {code}: {message}")
+    if not points:
+        lines.append("- no completed points")
+    numbers = {"points": {}, "not_completed": failures}
+    figures = []
+    for group, values in points:
+        where = ", ".join(f"{a} = {_axis_text(v)}" for a, v in values.items())
+        _, body, point_numbers, point_figures = chain_parts(path, out_dir, plt, group, heading="###",
+                                                            title=f"point {group.rsplit('/', 1)[-1]} ({where})")
+        lines += [""] + body
+        numbers["points"][group] = point_numbers
+        figures += point_figures
+    return lines, numbers, figures

@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dynsim.store import RunReader, StoreError
+from dynsim.kinds import stored_config
+from dynsim.store import RunReader
 
-KIND_MLP = "mlp"
+from .figures import gallery, save
+
 MODE_NAMES = ("mode_order_preserving", "mode_dead", "mode_order_breaking")
 MODE_LABELS = {"mode_order_preserving": "order-preserving", "mode_dead": "dead",
                "mode_order_breaking": "order-breaking"}
@@ -216,26 +218,6 @@ def double_descent(values, train_accuracy, test_error, level=INTERPOLATION_LEVEL
 
 
 # -- reading -------------------------------------------------------------------------------------------
-def is_deep_run(path, group=None) -> bool:
-    """True when ``path`` (or its ``group``) is a dynsim run of a deep MLP (model kind 'mlp'); False for any
-    other file, including files that are not readable runs (their own readers then say why)."""
-    try:
-        with RunReader(path, group) as rd:
-            return str(rd.model_attrs.get("kind", "")) == KIND_MLP
-    except (StoreError, OSError, KeyError):
-        return False
-
-
-def is_deep_sweep(path) -> bool:
-    """True when ``path`` is a merged sweep file whose first stored point is a deep-MLP run."""
-    from dynsim.sweep import is_sweep_file, sweep_points
-
-    if not is_sweep_file(path):
-        return False
-    points = sweep_points(path)
-    return bool(points) and is_deep_run(path, points[0][0])
-
-
 def deep_series(reader) -> dict:
     """{name: [record, replica]} of the per replica scalars of ``SERIES`` the file records (see the module
     docstring: basin_sample averaged over sources, modes over layers, test_error = 1 - accuracy_test)."""
@@ -329,15 +311,19 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
     ``grokking`` (``grokking_delay`` at ``level``, None without accuracies); ``t_end``, ``n_records``,
     ``n_replicas``, ``depth``, ``widths``, ``status``.
     """
-    from .report import _save
+    lines, numbers, figures = deep_run_parts(path, out_dir, plt, group, level)
+    return lines + gallery(figures), numbers
 
+
+def deep_run_parts(path, out_dir, plt, group=None, level=0.9) -> tuple[list[str], dict, list[str]]:
+    """``deep_run_section`` as (lines without the figures' images, numbers, figure paths)."""
     out_dir = Path(out_dir)
     stem = Path(path).stem + (f"_{group.replace('/', '_')}" if group else "")
     with RunReader(path, group) as rd:
         t = np.asarray(rd.times, dtype=float)
         m = rd.model_attrs
         status = rd.status
-        config = rd.config()
+        config = stored_config(rd)
         series = deep_series(rd)
         per_layer = {name: np.asarray(rd.observable(name), dtype=float) for name in MODE_NAMES
                      if name in rd.observable_names}
@@ -346,7 +332,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
         n_replicas = int(rd.attrs.get("n_replicas", 0))
         last_step = int(rd.steps[-1]) if rd.n_records else 0
     if len(t) == 0:
-        return [f"## {stem}: {title}", "", f"- file `{path}` has no committed records yet", ""], {}
+        return [f"## {stem}: {title}", "", f"- file `{path}` has no committed records yet"], {}, []
     task = config.task
     numbers = dict(t_end=float(t[-1]), n_records=int(len(t)), n_replicas=n_replicas, depth=int(m["depth"]),
                    widths=[int(w) for w in np.atleast_1d(m["widths"])], status=status["code"])
@@ -383,7 +369,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
                 title="loss (mean +- s.e.)")
     for ax in axes:
         ax.legend(fontsize=7)
-    figures.append(_save(fig, out_dir / f"{stem}_deep_accuracy.png"))
+    figures.append(save(fig, out_dir / f"{stem}_deep_accuracy.png"))
 
     # neuron modes
     if per_layer:
@@ -408,7 +394,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
                     title="neuron modes, mean over layers")
         for ax in axes:
             ax.legend(fontsize=7)
-        figures.append(_save(fig, out_dir / f"{stem}_deep_modes.png"))
+        figures.append(save(fig, out_dir / f"{stem}_deep_modes.png"))
         lines += ["", "Neuron modes per hidden layer at the last record (fraction of neurons, mean over replicas):",
                   ""]
         lines += _table(("layer",) + tuple(MODE_LABELS[n] for n in per_layer), layer_rows)
@@ -424,7 +410,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
                    ylabel="input radius" if name == "basin_sample" else "relative weight perturbation",
                    title="sample-space basin (mean over samples)" if name == "basin_sample" else "weight-space basin")
             ax.legend(fontsize=7)
-        figures.append(_save(fig, out_dir / f"{stem}_deep_basins.png"))
+        figures.append(save(fig, out_dir / f"{stem}_deep_basins.png"))
 
     # output-feature collapse and fooling
     ranks = [n for n in ("feature_rank_data", "feature_rank_noise") if n in series]
@@ -441,7 +427,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
         for ax in axes:
             _mark(ax, grok)
             ax.legend(fontsize=7)
-        figures.append(_save(fig, out_dir / f"{stem}_deep_features.png"))
+        figures.append(save(fig, out_dir / f"{stem}_deep_features.png"))
 
     # grokking
     numbers["grokking"] = grok
@@ -464,10 +450,7 @@ def deep_run_section(path, out_dir, plt, group=None, level=0.9) -> tuple[list[st
                           "'at' = first record at or after t_test):", ""]
             lines += _table(("quantity", "before t_train", "at t_test"),
                             [(k, grok["before_train"][k], grok["at_test"][k]) for k in grok["before_train"]])
-    lines.append("")
-    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
-    lines.append("")
-    return lines, numbers
+    return lines, numbers, figures
 
 
 # -- a sweep of runs -----------------------------------------------------------------------------------
@@ -507,9 +490,13 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
     [...], best, best_accuracy_test, best_accuracy_test_se, interpolation_threshold, test_error_peak,
     peak_near_threshold}}.
     """
-    from dynsim.sweep import sweep_failures, sweep_points
+    lines, numbers, figures = deep_sweep_parts(path, out_dir, plt)
+    return lines + gallery(figures), numbers
 
-    from .report import _save
+
+def deep_sweep_parts(path, out_dir, plt) -> tuple[list[str], dict, list[str]]:
+    """``deep_sweep_section`` as (lines without the figures' images, numbers, figure paths)."""
+    from dynsim.sweep import sweep_failures, sweep_points
 
     out_dir = Path(out_dir)
     stem = Path(path).stem
@@ -537,7 +524,7 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
     if numbers["not_completed"]:
         lines.append("")
     if not rows:
-        return lines + ["- no completed points", ""], numbers
+        return lines + ["- no completed points"], numbers, []
     columns = [q for q in SWEEP_COLUMNS if any(q in r for r in rows)]
     lines.append("Per point at the last record (mean over replicas; accuracy_test +- s.e.):")
     lines.append("")
@@ -583,15 +570,11 @@ def deep_sweep_section(path, out_dir, plt) -> tuple[list[str], dict]:
                          f"{_fmt(per['loss_peak_near_threshold'])})" if "test_loss_peak" in per else ""),
                       "  (a peak is the largest mean value at or after the lowest point below the threshold, the "
                       "bottom of the classical U; none when nothing beyond that bottom is higher)"]
-        figures.append(_sweep_figure(plt, axis, per, columns, out_dir / f"{stem}_deep_{axis.replace('.', '_')}.png",
-                                     _save))
-    lines.append("")
-    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
-    lines.append("")
-    return lines, numbers
+        figures.append(_sweep_figure(plt, axis, per, columns, out_dir / f"{stem}_deep_{axis.replace('.', '_')}.png"))
+    return lines, numbers, figures
 
 
-def _sweep_figure(plt, axis, per, columns, path, save):
+def _sweep_figure(plt, axis, per, columns, path):
     values = per["values"]
     numeric = all(_is_number(v) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))

@@ -15,6 +15,9 @@ Everything is computed from the file (``dynsim.store``) with the public compiled
 """
 import numpy as np
 
+from dynsim.kinds import stored_config
+
+from .figures import save
 from .fits import fit_power_law
 from .saturation import first_output
 
@@ -77,7 +80,7 @@ def exact_late_response(model, params, x_new, y_new, eta, loss) -> np.ndarray:
 
 def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[str]]:
     """Report lines, numbers and figures: boundary motion (D = 1) and the late-sample response."""
-    config = reader.config()
+    config = stored_config(reader)
     names = set(reader.observable_names)
     lines, numbers, figures = [], {}, []
     t = reader.times
@@ -108,7 +111,7 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
         ax0.legend(fontsize=7)
         ax1.plot(mid, np.nanmedian(speed, axis=0), label="median over replicas")
         ax1.set(xscale="log", yscale="log", xlabel="t", ylabel="|dx_b/dt|", title="boundary speed")
-        figures.append(_save(plt, fig, out_dir / f"{stem}_boundary.png"))
+        figures.append(save(fig, out_dir / f"{stem}_boundary.png"))
     if "response" in names and config.model.input_dim == 1:
         figures.append(_response_kernel_figure(reader, stem, out_dir, plt))
     if reader.has_two_time and len(reader.data().x_test) >= 4:
@@ -147,7 +150,7 @@ def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, lis
         ax.set(xscale="log", yscale="log", xlabel="introduction time t_w", ylabel="first-order |R(x_new)|",
                title="response to a late sample")
         ax.legend(fontsize=7)
-        figures.append(_save(plt, fig, out_dir / f"{stem}_plasticity.png"))
+        figures.append(save(fig, out_dir / f"{stem}_plasticity.png"))
     if lines:
         lines.append("")
     return lines, numbers, figures
@@ -173,11 +176,4 @@ def _response_kernel_figure(reader, stem, out_dir, plt):
     ax.axvline(xs, color="k", ls=":", lw=0.8, label="source x_s")
     ax.set(xlabel="probe x", ylabel="R_t(x; x_s) / max |R_t|", title="response kernel over input space")
     ax.legend(fontsize=7)
-    return _save(plt, fig, out_dir / f"{stem}_response_kernel.png")
-
-
-def _save(plt, fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save(fig, out_dir / f"{stem}_response_kernel.png")

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dynsim.kinds import stored_config
+
+from .figures import save
+
 
 def region_map(output: np.ndarray) -> np.ndarray:
     """[record, replica, probe]: the output claiming each probe."""
@@ -42,7 +46,7 @@ def region_boundaries(x_grid: np.ndarray, output: np.ndarray) -> np.ndarray:
 
 def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[str]]:
     """Region map over time and the boundaries against the task's edges (D = 1)."""
-    config = reader.config()
+    config = stored_config(reader)
     m = config.model.outputs
     out = reader.observable("output")  # [record, replica, probe, M]
     t = reader.times
@@ -58,7 +62,7 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
         ax.set(yscale="log", xlabel="x", ylabel="t", title=f"region map, replica 0 (M = {m})")
         for k in range(1, m):
             ax.axvline(k / m, color="w", ls=":", lw=0.8)
-        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions.png"))
+        figures.append(save(fig, Path(out_dir) / f"{stem}_regions.png"))
         bounds = region_boundaries(x_probe, out)  # [record, replica, M - 1]
         edges = np.arange(1, m) / m
         final = bounds[-1]
@@ -87,7 +91,7 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
             ax.axhline(edges[j], color="k", ls=":", lw=0.8)
         ax.set(xscale="log", xlabel="t", ylabel="position", title="region boundaries")
         ax.legend(fontsize=7)
-        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_boundaries.png"))
+        figures.append(save(fig, Path(out_dir) / f"{stem}_boundaries.png"))
     if config.model.input_dim == 2 and config.task.probe_grid:
         from dynsim.tasks import region_index
 
@@ -106,14 +110,7 @@ def regions_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[s
             for e in range(1, m):
                 ax.axvline(e / m, color="w", ls=":", lw=0.8)
             ax.set(title=f"t = {t[k]:.3g}", xlabel="x_0")
-        figures.append(_save(plt, fig, Path(out_dir) / f"{stem}_regions_2d.png"))
+        figures.append(save(fig, Path(out_dir) / f"{stem}_regions_2d.png"))
     if lines:
         lines.append("")
     return lines, numbers, figures
-
-
-def _save(plt, fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

@@ -18,6 +18,7 @@ over replicas) over a late window, and compared with ``dynsim.theory.aging.aging
 """
 import numpy as np
 
+from .figures import save
 from .fits import fit_power_law
 
 #: simulator loss -> the loss of the aging law on a sigmoid output
@@ -147,9 +148,6 @@ def saturation_section(reader, stem, out_dir, plt, window=None) -> tuple[list[st
     lines.append(f"| NTK diagonal K (mean) | {drift.exponent:.3f} | | 0 (constant kernel) | |")
     ax.set(xscale="log", yscale="log", xlabel="t", title="saturating output: fitted (dashed) vs derived")
     ax.legend(fontsize=7)
-    path = out_dir / f"{stem}_saturation.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figure = save(fig, out_dir / f"{stem}_saturation.png")
     lines.append("")
-    return lines, numbers, [str(path)]
+    return lines, numbers, [figure]

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dynsim.kinds import stored_config
+
+from .figures import image_links, save
+
 ATTACKS = (("fgsm", "linf", 1), ("pgd", "linf", 10), ("fgsm", "l2", 1), ("pgd", "l2", 10))
 _STEP_FRACTION = 0.25  # PGD step as a fraction of eps: 10 steps travel 2.5 eps, enough to reach the ball's edge
 
@@ -107,7 +111,7 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
 
     out_dir = Path(out_dir)
     with RunReader(path) as rd:
-        config = rd.config()
+        config = stored_config(rd)
         if not config.task.is_classification:
             raise ValueError(f"{path}: --transfer needs a classification run (task.kind = {config.task.kind!r})")
         data = rd.data()
@@ -149,7 +153,7 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
         ax.set(xscale="log", xlabel=f"eps ({norm})", ylabel="misclassified fraction", ylim=(0, 1.02),
                title=f"{norm}: eps* = {eps[e]:.3g}")
         ax.legend(fontsize=7)
-    figures = [_save(plt, fig, out_dir / f"{stem}_transfer_eps.png")]
+    figures = [save(fig, out_dir / f"{stem}_transfer_eps.png")]
     lines.append("")
     transfer_at = res.rates["pgd_l2"][e]
     explain = {"gradient": res.gradient_cosine, "ntk": res.ntk_alignment, "agreement": res.agreement}
@@ -183,7 +187,7 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
     axes[1].set(xlabel="input-gradient cosine", ylabel="transfer rate (pair)", title=f"Spearman {rho_g:+.2f}")
     axes[2].scatter(pairs_k, pairs_t, s=6)
     axes[2].set(xlabel="NTK alignment", ylabel="transfer rate (pair)", title=f"Spearman {rho_k:+.2f}")
-    figures.append(_save(plt, fig, out_dir / f"{stem}_transfer_pairs.png"))
+    figures.append(save(fig, out_dir / f"{stem}_transfer_pairs.png"))
     if snapshots is not None and len(waits):
         from dynsim import adversarial as adv
 
@@ -207,12 +211,5 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
         lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} |" for r in rows]
         lines += ["", f"Spearman correlation over time of mean transfer with mean gradient cosine: {rho_t:+.3f} "
                       f"(p = {p_t:.2g}, {len(rows)} times).", ""]
-    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    lines += image_links(figures) + [""]
     return lines, numbers
-
-
-def _save(plt, fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

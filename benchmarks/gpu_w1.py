@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynsim.config import load_config
-from dynsim.engine import Simulation
+from dynsim.kinds import load_config
+from dynsim.simple_experiment import Simulation
 from dynsim.engine.cuda import CudaBackend, cuda, simulator_active, unavailable_reason
 from dynsim.engine.schedule import record_steps
 from dynsim.observables import DEFAULT_OBSERVABLES, allocate

@@ -28,7 +28,7 @@ W1 = REPO / "data" / "configs" / "w1.toml"
 
 
 def _config(**record):
-    from dynsim.config import config_from_mapping
+    from dynsim.kinds import config_from_mapping
 
     data = tomllib.loads(W1.read_text())
     data["record"].update(record)
@@ -50,7 +50,7 @@ class _TimedAdvance:
 
 
 def recording_overhead(repeats):
-    from dynsim.engine import Simulation
+    from dynsim.simple_experiment import Simulation
 
     plans = {"w1.toml as shipped (loss_train, loss_test, param_norm)": {},
              "40 log-spaced records, same observables": {"n_records": 40},
@@ -80,8 +80,8 @@ def recording_overhead(repeats):
 _MEMORY_CHILD = """
 import resource, sys, tempfile, tomllib
 from pathlib import Path
-from dynsim.config import config_from_mapping
-from dynsim.engine import Simulation
+from dynsim.kinds import config_from_mapping
+from dynsim.simple_experiment import Simulation
 data = tomllib.loads(Path(sys.argv[1]).read_text())
 data["run"].update(replicas=int(sys.argv[2]), steps=10, precision=sys.argv[3])
 data["record"].update(n_records=2, observables=["loss_train", "param_norm"])

@@ -31,7 +31,7 @@ from numba import njit
 
 from dynsim import rng as R
 from dynsim.config import Config, RecordSpec, RunSpec
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.tasks import TaskSpec

@@ -23,16 +23,14 @@ in the file): the training input u, the wormhole's message m, and the probes, in
 import dataclasses
 import hashlib
 import time
-import tomllib
-from pathlib import Path
 
 import numpy as np
 
-from .config import dump_toml
+from .config import config_from_tables, dump_toml, parse_toml
 from .engine import raise_if_stop_requested
 from .models.chain import MEASURES, MaxNormChain
 from .spec import ConfigError, Section, option
-from .store import STATUS_COMPLETED, STATUS_INTERRUPTED, ChainWriter
+from .store import STATUS_COMPLETED, STATUS_INTERRUPTED, ChainReader, ChainWriter, StoreError
 
 SOURCES = ("gaussian", "uniform", "digits")
 GROUP_NAMES = ("data", "negated", "noise")
@@ -89,6 +87,8 @@ _CHAIN_SECTIONS = {"run": ChainRunSpec, "model": MaxNormChain, "inputs": ChainIn
 
 @dataclasses.dataclass(frozen=True)
 class ChainConfig:
+    KIND = "maxnorm_chain"
+
     run: ChainRunSpec = dataclasses.field(default_factory=ChainRunSpec)
     model: MaxNormChain = dataclasses.field(default_factory=MaxNormChain)
     inputs: ChainInputs = dataclasses.field(default_factory=ChainInputs)
@@ -118,25 +118,11 @@ class ChainConfig:
 
 
 def chain_config_from_mapping(data: dict) -> ChainConfig:
-    for key in data:
-        if key not in _CHAIN_SECTIONS:
-            raise ConfigError(key, f"unknown table [{key}] for a maxnorm_chain config; allowed: "
-                                   f"{', '.join('[' + s + ']' for s in _CHAIN_SECTIONS)}")
-    return ChainConfig(**{name: cls.from_mapping(data.get(name, {})) for name, cls in _CHAIN_SECTIONS.items()})
+    return config_from_tables(data, _CHAIN_SECTIONS, ChainConfig, "maxnorm_chain")
 
 
 def parse_chain_config(text: str, source: str = "<string>") -> ChainConfig:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, f"not valid TOML: {exc}") from None
-    return chain_config_from_mapping(data)
-
-
-def is_chain_mapping(data) -> bool:
-    """True for the tables of a maxnorm_chain config (``[model] kind = "maxnorm_chain"``)."""
-    model = data.get("model") if isinstance(data, dict) else None
-    return isinstance(model, dict) and model.get("kind") == "maxnorm_chain"
+    return chain_config_from_mapping(parse_toml(text, source))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,15 +186,20 @@ def run_chain(config: ChainConfig, path, *, overwrite: bool = False, progress: b
     return _build(config, inputs, writer, progress)
 
 
-def resume_chain(path, *, progress: bool | None = None) -> ChainResult:
+def resume_chain(path, *, progress: bool | None = None, expect_config=None) -> ChainResult:
     """Build the replicas a chain file is missing (after a kill or an interrupt), from its own config.
 
     Replica r's chain depends on (seed, r) only, so the resumed file equals an uninterrupted run's.
+    With ``expect_config``, a file made from a different config is refused.
     """
-    from .store import ChainReader, StoreError
-
     with ChainReader(path) as reader:
-        config = reader.config()
+        config = parse_chain_config(reader.config_text, f"{path}:/config")
+        if expect_config is not None and expect_config.digest() != config.digest():
+            raise StoreError(f"{path} was made with a different config (sha256 {config.digest()[:12]}..., given "
+                             f"{expect_config.digest()[:12]}...); refusing to resume it with this one")
+        if reader.status["code"] == STATUS_COMPLETED:
+            return ChainResult(str(path), STATUS_COMPLETED, f"{path} is already complete; nothing to resume",
+                               reader.replicas_done)
         stored = reader.inputs()
     inputs = make_inputs(config)
     if not (np.array_equal(stored["probes"], inputs.probes) and np.array_equal(stored["train"], inputs.train)):
@@ -245,16 +236,47 @@ def _build(config, inputs, writer, progress) -> ChainResult:
     return ChainResult(str(path), STATUS_COMPLETED, message, replicas)
 
 
-def load_experiment(path):
-    """A config file as a training ``Config``, or as a ``ChainConfig`` when its model is a maxnorm_chain."""
-    from .config import config_from_mapping, load_config
+class ChainKind:
+    """The max-norm chain behind the ``dynsim.experiment.ExperimentKind`` contract (block-wise)."""
 
-    path = Path(path)
-    config = None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        config = load_config(path)  # raises the ConfigError that names the problem
-    if config is not None:
+    name = "maxnorm_chain"
+    description = "random max-norm chains built from one training input and measured per layer (nothing trained)"
+    sections = _CHAIN_SECTIONS
+    report_sections = ("chain",)
+    sweep_report_sections = ("chain_points",)
+    compile_seconds = 12  # measured by benchmarks/compile.py (benchmarks/RESULTS.md, 2026-12-03)
+
+    def config_from_mapping(self, tables: dict) -> ChainConfig:
+        return chain_config_from_mapping(tables)
+
+    def compile_plan(self) -> list[dict]:
+        return [dict(run=dict(seed=1, replicas=2), model=dict(kind="maxnorm_chain", width=4, candidates=6, depth=2),
+                     inputs=dict(source="gaussian", n_test=2))]
+
+    def with_backend(self, config, backend: str):
+        if backend != "cpu":
+            raise ConfigError("run.backend", f"got {backend!r}; the maxnorm_chain experiment runs on the CPU only: "
+                                             "drop --backend")
         return config
-    return chain_config_from_mapping(data) if is_chain_mapping(data) else config_from_mapping(data)
+
+    def run(self, config, path, *, overwrite=False, progress=None) -> ChainResult:
+        # the CLI passes None unless quiet: the chain's progress lines go to stdout, tty or not
+        return run_chain(config, path, overwrite=overwrite, progress=progress is None or progress)
+
+    def resume(self, path, *, progress=None, expect_config=None) -> ChainResult:
+        return resume_chain(path, progress=progress is None or progress, expect_config=expect_config)
+
+    def status(self, path, group=None) -> str:
+        with ChainReader(path, group) as reader:
+            return reader.status["code"]
+
+    def config_text(self, path, group=None) -> str:
+        with ChainReader(path, group) as reader:
+            return reader.config_text
+
+    def summary(self, path, group=None) -> str:
+        with ChainReader(path, group) as reader:
+            return reader.summary()
+
+
+KIND = ChainKind()

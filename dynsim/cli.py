@@ -11,7 +11,7 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .precompile import PLANS
+    from . import kinds
 
     p = argparse.ArgumentParser(prog="dynsim", description="Simulate training of small networks as a "
                                                            "stochastic dynamical system.")
@@ -29,11 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a run file")
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
-    sub.add_parser("config-keys", help="list every config key with its default and allowed values")
+    ck = sub.add_parser("config-keys", help="list every config key of every kind with its default and allowed values")
+    ck.add_argument("--kind", choices=tuple(kinds.registered()), help="only this kind's tables ([model] kind)")
     k = sub.add_parser("compile", help="compile ahead of time every kernel a kind of run can use (once per "
                                        "install; runs then start in a second)")
     which = k.add_mutually_exclusive_group()
-    which.add_argument("--kind", choices=tuple(PLANS), default="simple",
+    which.add_argument("--kind", choices=tuple(kinds.registered()), default=kinds.DEFAULT_KIND,
                        help="the kind of experiment ([model] kind; default: simple)")
     which.add_argument("--all", action="store_true", help="every kind")
     k.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
@@ -51,44 +52,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    import dataclasses
-
-    from .chain_experiment import ChainConfig, load_experiment
-    from .engine import install_signal_handlers, make_simulation
+    from . import kinds
+    from .engine import install_signal_handlers
     from .precompile import compile_notice
 
-    config = load_experiment(args.config)
-    if isinstance(config, ChainConfig):
-        return _run_chain(config, args)
+    config = kinds.load_config(args.config)
+    kind = kinds.kind_of(config)
     if args.backend:
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, backend=args.backend))
+        config = kind.with_backend(config, args.backend)
     if args.output:
         output = Path(args.output)
     else:
         output = Path(args.config).with_suffix(".h5")
         print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
     install_signal_handlers()
-    with compile_notice(config.EXPERIMENT, enabled=not args.quiet):
-        sim = make_simulation(config)
-        result = sim.run(output, overwrite=args.overwrite, progress=False if args.quiet else None)
-    return _report(result, output, args.quiet)
-
-
-def _run_chain(config, args) -> int:
-    from .chain_experiment import run_chain
-    from .engine import install_signal_handlers
-    from .precompile import compile_notice
-
-    if args.backend == "cuda":
-        print("dynsim: error: the maxnorm_chain experiment runs on the CPU only; drop --backend cuda",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    output = Path(args.output) if args.output else Path(args.config).with_suffix(".h5")
-    if not args.output:
-        print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
-    install_signal_handlers()
-    with compile_notice("maxnorm_chain", enabled=not args.quiet):
-        result = run_chain(config, output, overwrite=args.overwrite, progress=not args.quiet)
+    with compile_notice(kind, enabled=not args.quiet):
+        result = kind.run(config, output, overwrite=args.overwrite, progress=False if args.quiet else None)
     return _report(result, output, args.quiet)
 
 
@@ -102,38 +81,27 @@ def _report(result, output, quiet) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from .config import load_config
-    from .engine import install_signal_handlers, resume
+    from . import kinds
+    from .engine import install_signal_handlers
     from .precompile import compile_notice
-    from .store import EXPERIMENT_CHAIN, file_experiment
 
-    if file_experiment(args.file) == EXPERIMENT_CHAIN:
-        from .chain_experiment import resume_chain
-
-        install_signal_handlers()
-        with compile_notice("maxnorm_chain", enabled=not args.quiet):
-            return _report(resume_chain(args.file, progress=not args.quiet), args.file, args.quiet)
-
-    expect = load_config(args.config) if args.config else None
+    kind = kinds.kind_of_file(args.file)
+    expect = kinds.load_config(args.config) if args.config else None
     install_signal_handlers()
-    with compile_notice(None, enabled=not args.quiet):
-        result = resume(args.file, progress=False if args.quiet else None, expect_config=expect)
+    with compile_notice(kind, enabled=not args.quiet):
+        result = kind.resume(args.file, progress=False if args.quiet else None, expect_config=expect)
     return _report(result, args.file, args.quiet)
 
 
 def _cmd_info(args) -> int:
-    from .store import EXPERIMENT_CHAIN, ChainReader, RunReader, file_experiment
+    from . import kinds
     from .sweep import describe_sweep, is_sweep_file
 
     if is_sweep_file(args.file):
         print(describe_sweep(args.file))
         return EXIT_OK
-    if file_experiment(args.file) == EXPERIMENT_CHAIN:
-        with ChainReader(args.file) as reader:
-            print(reader.config_text if args.config else reader.summary())
-        return EXIT_OK
-    with RunReader(args.file) as reader:
-        print(reader.config_text if args.config else reader.summary())
+    kind = kinds.kind_of_file(args.file)
+    print(kind.config_text(args.file) if args.config else kind.summary(args.file))
     return EXIT_OK
 
 
@@ -163,34 +131,48 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_compile(args) -> int:
-    from .precompile import PLANS, precompile
+    from . import kinds
+    from .precompile import precompile
 
-    kinds = tuple(PLANS) if args.all else (args.kind,)
-    seconds = precompile(kinds, progress=not args.quiet)
+    chosen = tuple(kinds.registered().values()) if args.all else (kinds.get(args.kind),)
+    seconds = precompile(chosen, progress=not args.quiet)
     if not args.quiet:
         for kind, s in seconds.items():
             print(f"dynsim compile: {kind}: kernels ready ({s:.1f} s)")
     return EXIT_OK
 
 
-def _cmd_config_keys(args) -> int:
+def config_keys_text(kind_names=None) -> str:
+    """Every config key of the chosen kinds (default: all), table by table, in aligned columns."""
     import dataclasses
 
-    from .config import _SECTIONS
-    from .deep_experiment import DeepMLP, DeepRecord
-    from .tasks.classification import ClassificationTask
+    from . import kinds
 
-    sections = [(f"[{name}]", cls) for name, cls in _SECTIONS.items()]
-    sections += [('[model] with kind = "mlp" (a deep classifier; [run] and [training] as above, training.loss '
-                  '= "softmax_cross_entropy")', DeepMLP),
-                 ('[task] with [model] kind = "mlp"', ClassificationTask),
-                 ('[record] with [model] kind = "mlp"', DeepRecord)]
-    for header, cls in sections:
-        print(header)
-        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(cls)}
-        for key, allowed, doc in cls.describe():
-            print(f"  {key} = {defaults[key]!r:<22} {doc}; {allowed}")
+    chosen = [kinds.get(name) for name in kind_names] if kind_names else list(kinds.registered().values())
+    rows, out = [], []
+    for kind in chosen:
+        rows.append((f"# kind {kind.name!r}: {kind.description}", None))
+        for table, cls in kind.sections.items():
+            note = f'  (with [model] kind = "{kind.name}")' if kind.name != kinds.DEFAULT_KIND else ""
+            rows.append((f"[{table}]{note}", None))
+            defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                        for f in dataclasses.fields(cls)}
+            for key, allowed, doc in cls.describe():
+                rows.append((key, (repr(defaults[key]), doc, allowed)))
+        rows.append(("", None))
+    key_width = max(len(key) for key, cells in rows if cells) + 2
+    default_width = min(24, max(len(cells[0]) for _, cells in rows if cells))
+    for key, cells in rows:
+        if cells is None:
+            out.append(key)
+            continue
+        default, doc, allowed = cells
+        out.append(f"  {key:<{key_width}} = {default:<{default_width}}  {doc}; {allowed}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _cmd_config_keys(args) -> int:
+    sys.stdout.write(config_keys_text([args.kind] if args.kind else None))
     return EXIT_OK
 
 

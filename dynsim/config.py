@@ -1,7 +1,9 @@
-"""A run's configuration: TOML -> validated frozen dataclasses, and back to TOML.
+"""The simple network's configuration, and the TOML helpers every kind's config uses.
 
-A config file has the tables ``[run]``, ``[model]``, ``[task]``, ``[training]`` and ``[record]``;
-every key is optional and has a documented default (``dynsim info --config-keys`` lists them).
+A config file's ``[model] kind`` picks its kind of experiment (``dynsim.kinds``; default
+``simple``), and the kind its tables. The simple network's are ``[run]``, ``[model]``, ``[task]``,
+``[training]`` and ``[record]``; every key is optional and has a documented default
+(``dynsim config-keys`` lists every kind's).
 Validation happens once, here and in the sections' ``__post_init__``: an unknown key, a wrong type,
 a value out of range or a contradiction between options raises ``ConfigError`` naming the field.
 The *resolved* config (defaults and derived values filled in) is what a run writes into its file.
@@ -44,14 +46,16 @@ class RunSpec(Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class RecordSpec(Section):
+class RecordSchedule(Section):
+    """The ``[record]`` keys every time-stepped kind shares (when, how often, how stored); a kind's
+    own ``[record]`` subclasses it, redefines ``observables`` with its names (the field keeps its
+    place, so the TOML text, and with it every stored config's sha256, is unchanged) and adds its own."""
     SECTION = "record"
     n_records: int = option(40, "int", "number of record times (before de-duplication of log-spaced steps)",
                             minimum=2, maximum=1_000_000)
     spacing: str = option("log", "str", "record steps log-spaced (plus 0 and the last) or evenly spaced",
                           choices=("log", "linear"))
-    observables: tuple = option(None, "str_list", "observables to record (default: all that apply)",
-                                choices=tuple(OBSERVABLES), optional=True)
+    observables: tuple = option(None, "str_list", "observables to record (default: all that apply)", optional=True)
     block_records: int = option(16, "int", "records buffered in memory before a block is written",
                                 minimum=1, maximum=100_000)
     checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints (also at every "
@@ -59,6 +63,12 @@ class RecordSpec(Section):
     checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps (default: only at block "
                                                 "writes and by time)", minimum=1, optional=True)
     compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSpec(RecordSchedule):
+    observables: tuple = option(None, "str_list", "observables to record (default: all that apply)",
+                                choices=tuple(OBSERVABLES), optional=True)
     two_time_waits: int = option(0, "int", "waiting times t_w of the two-time grid (0: off); with it the "
                                            "autocorrelation and msd observables are recorded and /two_time written",
                                  minimum=0, maximum=256)
@@ -70,7 +80,7 @@ class RecordSpec(Section):
                                                    "that counts as a flip", minimum=0.0, exclusive_minimum=True)
 
 
-_SECTIONS = {"run": RunSpec, "model": SimpleNet, "task": TaskSpec, "training": TrainerSpec, "record": RecordSpec}
+SECTIONS = {"run": RunSpec, "model": SimpleNet, "task": TaskSpec, "training": TrainerSpec, "record": RecordSpec}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +92,7 @@ class Config:
     record: RecordSpec = dataclasses.field(default_factory=RecordSpec)
 
     def __post_init__(self):
-        for name, cls in _SECTIONS.items():
+        for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         t, task = self.training, self.task
@@ -163,7 +173,7 @@ class Config:
         return dataclasses.replace(self, task=task, training=training, record=record)
 
     def to_mapping(self) -> dict:
-        return {name: getattr(self, name).to_mapping() for name in _SECTIONS}
+        return {name: getattr(self, name).to_mapping() for name in SECTIONS}
 
     def to_toml(self) -> str:
         return dump_toml(self.to_mapping())
@@ -172,8 +182,8 @@ class Config:
         """sha256 of the resolved config's TOML text: equal configs give equal digests."""
         return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
 
-    # -- what the store asks of a config (``dynsim.deep_experiment.DeepConfig`` answers the same) --
-    EXPERIMENT = "simple"
+    # -- what the store asks of a config (every time-stepped kind's config answers the same) --
+    KIND = "simple"
 
     def model_attributes(self) -> dict:
         return self.model.attributes()
@@ -192,30 +202,29 @@ class Config:
         return dim_sizes(n_probes, n_sources, self.model.width, n_waits, self.model.outputs)
 
 
-def config_from_mapping(data: dict):
-    """A ``Config``, or a ``DeepConfig`` when ``[model] kind = "mlp"`` (``dynsim.deep_experiment``)."""
-    if not isinstance(data, dict):
-        raise ConfigError("<top>", f"expected tables, got {type(data).__name__}")
-    model = data.get("model")
-    if isinstance(model, dict) and model.get("kind") == "mlp":
-        from .deep_experiment import deep_config_from_mapping
-
-        return deep_config_from_mapping(data)
-    for key in data:
-        if key not in _SECTIONS:
-            raise ConfigError(key, f"unknown table [{key}]; allowed: {', '.join('[' + s + ']' for s in _SECTIONS)}")
-    return Config(**{name: cls.from_mapping(data.get(name, {})) for name, cls in _SECTIONS.items()})
+def config_from_tables(tables: dict, sections: dict, config_class, kind: str):
+    """``config_class(**{table: Section.from_mapping(...)})`` for the TOML tables of one kind; a table
+    the kind does not have is refused, naming the tables it has."""
+    if not isinstance(tables, dict):
+        raise ConfigError("<top>", f"expected tables, got {type(tables).__name__}")
+    for key, value in tables.items():
+        if key not in sections:
+            what = "table" if isinstance(value, dict) else "top-level key"
+            raise ConfigError(key, f"unknown {what} [{key}] for a {kind} config; allowed tables: "
+                                   f"{', '.join('[' + s + ']' for s in sections)}")
+    return config_class(**{name: cls.from_mapping(tables.get(name, {}), name) for name, cls in sections.items()})
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
+def parse_toml(text: str, source: str = "<string>") -> dict:
+    """The tables of a TOML text; ``ConfigError`` naming ``source`` and the syntax error otherwise."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from None
-    return config_from_mapping(data)
 
 
-def load_config(path) -> Config:
+def read_toml_file(path) -> dict:
+    """The tables of a config file; ``ConfigError`` naming the file when it cannot be read or parsed."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -223,7 +232,7 @@ def load_config(path) -> Config:
         raise ConfigError(str(path), "no such config file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
-    return parse_config(text, str(path))
+    return parse_toml(text, str(path))
 
 
 def _toml_value(value) -> str:

@@ -18,36 +18,26 @@ import hashlib
 
 import numpy as np
 
-from .config import RunSpec, dump_toml
-from .engine import Simulation
-from .engine.cpu import CpuBackend
+from .config import RecordSchedule, RunSpec, config_from_tables, dump_toml
+from .engine import TimeLoop
+from .engine.cpu import CpuBackend, advance_deep
+from .experiment import TimeSteppedKind
 from .engine.schedule import schedule
 from .integrators import TrainerSpec
 from .models.deep import DeepMLP
 from .observables.deep import DEEP_DEFAULT_OBSERVABLES, DEEP_OBSERVABLES, DeepProbes, allocate_deep, deep_dim_sizes
 from .observables.deep import measure_deep
-from .spec import ConfigError, Section, option
+from .spec import ConfigError, option
 from .tasks import Dataset
 from .tasks.classification import ClassificationTask, make_classification_data
 
-EXPERIMENT_MLP = "mlp"
 _CHUNK_WORK = 2e8  # replica x sample x parameter products per advance call: ~0.2-1 s
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepRecord(Section):
-    SECTION = "record"
-    n_records: int = option(40, "int", "number of record times (before de-duplication of log-spaced steps)",
-                            minimum=2, maximum=1_000_000)
-    spacing: str = option("log", "str", "record steps log-spaced (plus 0 and the last) or evenly spaced",
-                          choices=("log", "linear"))
+class DeepRecord(RecordSchedule):
     observables: tuple = option(None, "str_list", "observables to record (default: all)",
                                 choices=tuple(DEEP_OBSERVABLES), optional=True)
-    block_records: int = option(16, "int", "records buffered in memory before a block is written", minimum=1,
-                                maximum=100_000)
-    checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints", minimum=0.0)
-    checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps", minimum=1, optional=True)
-    compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
     basin_samples: int = option(16, "int", "training samples (evenly spread) whose sample-space basin is recorded",
                                 minimum=1, maximum=4096)
     basin_directions: int = option(16, "int", "random unit directions of the sample-space basin", minimum=1,
@@ -82,7 +72,7 @@ class DeepConfig:
     training: TrainerSpec = dataclasses.field(default_factory=lambda: TrainerSpec(loss="softmax_cross_entropy"))
     record: DeepRecord = dataclasses.field(default_factory=DeepRecord)
 
-    EXPERIMENT = EXPERIMENT_MLP
+    KIND = "mlp"
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():
@@ -149,20 +139,10 @@ class DeepConfig:
 
 
 def deep_config_from_mapping(data: dict) -> DeepConfig:
-    for key in data:
-        if key not in _SECTIONS:
-            raise ConfigError(key, f"unknown table [{key}] for an mlp config; allowed: "
-                                   f"{', '.join('[' + s + ']' for s in _SECTIONS)}")
-    tables = {name: dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data.get(name)
-              for name in _SECTIONS}
-    if isinstance(tables["training"], dict):
-        tables["training"].setdefault("loss", "softmax_cross_entropy")
-    return DeepConfig(**{name: cls.from_mapping(tables[name], name) for name, cls in _SECTIONS.items()})
-
-
-def is_deep_mapping(data) -> bool:
-    model = data.get("model") if isinstance(data, dict) else None
-    return isinstance(model, dict) and model.get("kind") == EXPERIMENT_MLP
+    tables = dict(data) if isinstance(data, dict) else data
+    if isinstance(tables, dict) and isinstance(tables.get("training", {}), dict):
+        tables["training"] = {"loss": "softmax_cross_entropy", **tables.get("training", {})}
+    return config_from_tables(tables, _SECTIONS, DeepConfig, "mlp")
 
 
 def _noise_inputs(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -178,13 +158,11 @@ def _directions(dim: int, n: int, seed: int) -> np.ndarray:
     return u / np.linalg.norm(u, axis=1, keepdims=True)
 
 
-class DeepSimulation(Simulation):
-    """A deep-MLP run: the engine's time loop with the deep kernels (see the module docstring)."""
+class DeepSimulation(TimeLoop):
+    """A deep-MLP run: the shared time loop with the deep kernels (see the module docstring)."""
 
     def __init__(self, config):
-        self.config = config.resolved()
-        cfg = self.config
-        self.backend = CpuBackend()
+        cfg = config.resolved()
         seed = cfg.run.seed
         data = make_classification_data(cfg.task, seed)
         self.arch = cfg.architecture
@@ -203,14 +181,16 @@ class DeepSimulation(Simulation):
                                  noise_x=np.ascontiguousarray(noise[:n_feat]),
                                  weight_x=np.ascontiguousarray(data.x_train[:weight_n]),
                                  weight_labels=np.ascontiguousarray(self.labels_train[:weight_n]))
-        # /probes/x of the file: the noise inputs the measurements use (as many as training inputs at most)
-        self.data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, self.probes.noise_x, basin_index)
         self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(p, self.arch.n_params)
-        self.waits = self.lags = np.zeros(0, dtype=np.int64)
-        self.record_steps = schedule(cfg.run.steps, rec.n_records, rec.spacing, self.waits, self.lags)
         batch = cfg.training.effective_batch(p) if cfg.training.method != "sde" else p
         work = cfg.run.replicas * batch * self.arch.n_params * 3
-        self.chunk_steps = int(max(1, _CHUNK_WORK // max(work, 1)))
+        no_waits = np.zeros(0, dtype=np.int64)
+        # /probes/x of the file: the noise inputs the measurements use (as many as training inputs at most)
+        super().__init__(cfg, backend=CpuBackend(),
+                         data=Dataset(data.x_train, data.y_train, data.x_test, data.y_test, self.probes.noise_x,
+                                      basin_index),
+                         record_steps=schedule(cfg.run.steps, rec.n_records, rec.spacing, no_waits, no_waits),
+                         chunk_steps=max(1, _CHUNK_WORK // max(work, 1)))
 
     def initial_params(self) -> np.ndarray:
         return self.arch.init_params(self.config.run.seed, self.config.run.replicas)
@@ -220,8 +200,6 @@ class DeepSimulation(Simulation):
                              len(self.data.source_index))
 
     def advance(self, params, s0, s1, status, failed_step):
-        from .engine.cpu import advance_deep
-
         advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,
                      self.trainer_floats, np.uint64(self.config.run.seed), s0, s1, status, failed_step)
 
@@ -229,7 +207,30 @@ class DeepSimulation(Simulation):
         measure_deep(params, self.data.x_train, self.labels_train, self.data.x_test, self.labels_test, self.layers,
                      self.act, self.probes, self.config.record, self.config.run.seed, buffers)
 
-    @property
-    def host_observables(self) -> bool:
-        return False
+
+class DeepKind(TimeSteppedKind):
+    name = "mlp"
+    description = "a deep multilayer perceptron classifier (K softmax outputs) on a K-class task"
+    sections = _SECTIONS
+    config_class = DeepConfig
+    report_sections = ("deep",)
+    sweep_report_sections = ("deep_sweep",)
+    compile_seconds = 35  # measured by benchmarks/compile.py (benchmarks/RESULTS.md, 2026-12-03)
+
+    def config_from_mapping(self, tables: dict) -> DeepConfig:
+        return deep_config_from_mapping(tables)
+
+    def runner(self, config) -> DeepSimulation:
+        return DeepSimulation(config)
+
+    def compile_plan(self) -> list[dict]:
+        base = dict(run=dict(seed=1, replicas=2, steps=4), model=dict(kind="mlp", depth=2, width=4),
+                    task=dict(kind="gaussian_mixture", input_dim=3, classes=2, n_train=8, n_test=4),
+                    record=dict(n_records=2, basin_samples=2, basin_directions=2, weight_basin_directions=1,
+                                weight_basin_samples=8, noise_inputs=4))
+        return [{**base, "training": dict(method="sgd", batch_size=2)},
+                {**base, "training": dict(method="sde", noise="sgd")}]
+
+
+KIND = DeepKind()
 

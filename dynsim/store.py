@@ -1,9 +1,15 @@
-"""The HDF5 schema of a dynsim run: the only module that knows group and dataset names.
+"""The HDF5 schema of dynsim's files: the only module that knows group and dataset names.
+
+Three layouts: a run (time series of observables, ``RunWriter`` / ``RunReader``; every time-stepped
+kind), a max-norm chain file (``ChainWriter`` / ``ChainReader``) and a merged sweep file
+(``write_sweep_file``, ``sweep_points``), each described where it is written. ``file_kind`` reads
+which kind of experiment wrote a file; the store itself imports no kind.
 
 Layout (format_version 1)::
 
-    /                       attrs: format="dynsim", format_version, dynsim_version, created, git_commit,
-                            python/numpy/numba/h5py versions, backend, device, n_replicas, n_params, history
+    /                       attrs: format="dynsim", format_version, kind (the kind of experiment, [model] kind),
+                            dynsim_version, created, git_commit, python/numpy/numba/h5py versions, backend,
+                            device, n_replicas, n_params, history
     /config                 dataset: resolved config as TOML text; attrs: sha256
     /model                  attrs: kind, activation, input_dim, width, outputs (M), output_scale, param_layout
                             (a:outputs,width and c:outputs when M > 1), ...
@@ -40,6 +46,7 @@ commit point, so a kill at any moment leaves one complete checkpoint and a known
 complete records. Readers only ever show committed records.
 """
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +66,10 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_DIVERGED = "diverged"
 STATUS_INTERRUPTED = "interrupted"
+
+# The root attribute ``experiment`` names the file's layout (absent in run files of format 1);
+# the root attribute ``kind`` names the kind of experiment that wrote it (``dynsim.kinds``).
+LAYOUT_RUN = "run"
 
 _CHUNK_BYTES = 1 << 20
 _CODE_BYTES, _MESSAGE_BYTES = 32, 1024
@@ -94,6 +105,44 @@ def _chunks(replicas: int, inner: tuple[int, ...], block: int) -> tuple[int, ...
     reps = max(1, min(replicas, _CHUNK_BYTES // per_replica))
     recs = max(1, min(block, _CHUNK_BYTES // (per_replica * reps)))
     return (recs, reps) + tuple(max(1, d) for d in inner)
+
+
+# -- the header every file kind shares: root attributes, /config, /status code and message --------
+#: the scalar status datasets of a run file (code and message are strings): written and read as a set
+RUN_STATUS_SCALARS = ("last_step", "replica", "failed_step", "n_records")
+#: the training and test data of a run file (/data/NAME), as ``dynsim.tasks.Dataset`` fields
+DATA_NAMES = ("x_train", "y_train", "x_test", "y_test")
+#: the two-time grid's axes (in steps and in t) and its [t_w, tau, replica] quantities
+TWO_TIME_AXES = ("t_w", "tau", "t_w_time", "tau_time")
+TWO_TIME_GRIDS = ("autocorrelation", "msd")
+
+
+def _write_shared_header(f, config, *, layout: str | None, n_replicas: int, backend: str, device: str, **extra):
+    """Root attributes, ``/config`` (TOML text with its sha256) and an empty ``/status`` code and message."""
+    attrs = dict(format=FORMAT, format_version=FORMAT_VERSION, kind=type(config).KIND,
+                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 git_commit=_git_commit(), backend=backend, device=device, n_replicas=n_replicas, **extra,
+                 **_versions())
+    if layout is not None:
+        attrs["experiment"] = layout
+    f.attrs.update(attrs)
+    f.create_dataset("config", data=config.to_toml(), dtype=h5py.string_dtype())
+    f["config"].attrs["sha256"] = config.digest()
+    st = f.create_group("status")
+    st.create_dataset("code", data=np.bytes_(b""), dtype=f"S{_CODE_BYTES}")
+    st.create_dataset("message", data=np.bytes_(b""), dtype=f"S{_MESSAGE_BYTES}")
+    return st
+
+
+def _write_status_text(f, code: str, message: str):
+    st = f["status"]
+    st["code"][()] = np.bytes_(code.encode()[:_CODE_BYTES])
+    st["message"][()] = np.bytes_(message.encode()[:_MESSAGE_BYTES])
+
+
+def _read_status_text(f) -> dict:
+    st = f["status"]
+    return dict(code=st["code"][()].decode(), message=st["message"][()].decode())
 
 
 class RunWriter:
@@ -172,19 +221,15 @@ class RunWriter:
 
     def _write_header(self, data, params_initial, backend, device, history):
         f, cfg = self.file, self.config
-        f.attrs.update(dict(format=FORMAT, format_version=FORMAT_VERSION,
-                            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            git_commit=_git_commit(), backend=backend, device=device, history=history,
-                            n_replicas=self.replicas, n_params=self.n_params, **_versions()))
-        f.create_dataset("config", data=cfg.to_toml(), dtype=h5py.string_dtype())
-        f["config"].attrs["sha256"] = cfg.digest()
+        st = _write_shared_header(f, cfg, layout=None, n_replicas=self.replicas, backend=backend, device=device,
+                                  history=history, n_params=self.n_params)
         f.create_group("model").attrs.update(cfg.model_attributes())
         training = f.create_group("training")
         training.attrs.update(cfg.training_attributes())
         training.attrs.update(dict(seed=cfg.run.seed, steps=cfg.run.steps, replicas=cfg.run.replicas))
         g = f.create_group("data")
         g.attrs["task"] = cfg.task.kind
-        for name in ("x_train", "y_train", "x_test", "y_test"):
+        for name in DATA_NAMES:
             g.create_dataset(name, data=getattr(data, name))
         f.create_group("probes").create_dataset("x", data=data.x_probe)
         src = f.create_group("sources")
@@ -210,10 +255,7 @@ class RunWriter:
         ck.create_dataset("active", data=np.int64(-1))
         ck.attrs["rng"] = ("counter-based Philox4x32-10 keyed by (seed, replica, stream, step): "
                            "no state beyond the step")
-        st = f.create_group("status")
-        st.create_dataset("code", data=np.bytes_(b""), dtype=f"S{_CODE_BYTES}")
-        st.create_dataset("message", data=np.bytes_(b""), dtype=f"S{_MESSAGE_BYTES}")
-        for name in ("last_step", "replica", "failed_step", "n_records"):
+        for name in RUN_STATUS_SCALARS:
             st.create_dataset(name, data=np.int64(0 if name in ("last_step", "n_records") else -1))
         st.create_dataset("replica_failed_step", data=np.full(r, -1, dtype=np.int64))
         self.set_status(STATUS_RUNNING, "run started", last_step=0)
@@ -265,7 +307,7 @@ class RunWriter:
                 ds.attrs.update(dict(units=spec.units, description=spec.description + " at t = t_w",
                                      dims=",".join(("t_w", "replica") + spec.dims)))
                 ds.dims[0].attach_scale(g["t_w"])
-        for name in ("autocorrelation", "msd"):
+        for name in TWO_TIME_GRIDS:
             spec = OBSERVABLES[name]
             ds = g.create_dataset(name, shape=(nw, nl, r), dtype=np.float64, fillvalue=np.nan)
             ds.attrs.update(dict(units=spec.units, description=spec.description, dims="t_w,tau,replica"))
@@ -280,7 +322,7 @@ class RunWriter:
     def _write_two_time(self):
         """Fill /two_time/{autocorrelation,msd} [t_w, tau, replica] from the committed records."""
         steps = self.file["time/step"][: self.n_records]
-        for name in ("autocorrelation", "msd"):
+        for name in TWO_TIME_GRIDS:
             self.file["two_time"][name][...] = _two_time_grid(steps, self.file["observables"][name], self.waits,
                                                               self.lags, self.replicas)
         for name in ("ntk", "response", "response_linear"):
@@ -357,8 +399,7 @@ class RunWriter:
 
     def set_status(self, code: str, message: str, *, last_step: int, replica: int = -1, failed_step: int = -1):
         st = self.file["status"]
-        st["code"][()] = np.bytes_(code.encode()[:_CODE_BYTES])
-        st["message"][()] = np.bytes_(message.encode()[:_MESSAGE_BYTES])
+        _write_status_text(self.file, code, message)
         st["last_step"][()] = int(last_step)
         st["replica"][()] = int(replica)
         st["failed_step"][()] = int(failed_step)
@@ -423,6 +464,32 @@ def open_for_reading(path: Path) -> h5py.File:
         return h5py.File(path, "r", swmr=True)
 
 
+_MODEL_FIRST = ("input_dim", "width", "activation")
+_MODEL_SKIP = ("kind", "formula", "param_layout", "n_params")
+_TRAINING_FIRST = ("eta", "batch_size", "loss", "seed", "steps")
+
+
+def _attribute_line(attrs, *, first=(), skip=()) -> str:
+    """``key=value`` for every scalar attribute (of /model, /training): what the file's kind wrote,
+    nothing assumed; ``first`` in that order, then the rest in the file's order."""
+    keys = [k for k in first if k in attrs] + [k for k in attrs if k not in first and k not in skip]
+    cells = []
+    for key in keys:
+        value = attrs[key]
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and len(value) > 40:  # descriptions and formulas: 'dynsim info --config' has all
+            continue
+        if isinstance(value, np.ndarray):
+            if value.size > 8:
+                continue
+            value = ",".join(str(v) for v in value.tolist())
+        elif isinstance(value, np.generic):
+            value = value.item()
+        cells.append(f"{key}={value}")
+    return " ".join(cells)
+
+
 class RunReader:
     """Read access to a run file; raises StoreError with a clear message for foreign or broken files.
 
@@ -457,7 +524,7 @@ class RunReader:
     def _validate(self):
         if self.file.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a dynsim run (no format='dynsim' attribute)")
-        if self.file.attrs.get("experiment", "run") != "run":
+        if self.file.attrs.get("experiment", LAYOUT_RUN) != LAYOUT_RUN:
             raise StoreError(f"{self.path} is a dynsim {self.file.attrs['experiment']} file, not a training run: "
                              "'dynsim info' and 'analysis report' read it")
         version = int(self.file.attrs.get("format_version", -1))
@@ -492,11 +559,6 @@ class RunReader:
     def config_digest(self) -> str:
         return str(self.file["config"].attrs["sha256"])
 
-    def config(self):
-        from .config import parse_config
-
-        return parse_config(self.config_text, f"{self.path}:/config")
-
     @property
     def model_attrs(self) -> dict:
         return dict(self.file["model"].attrs)
@@ -508,9 +570,8 @@ class RunReader:
     @property
     def status(self) -> dict:
         st = self.file["status"]
-        out = {name: int(st[name][()]) for name in ("last_step", "replica", "failed_step", "n_records")}
-        out["code"] = st["code"][()].decode()
-        out["message"] = st["message"][()].decode()
+        out = {name: int(st[name][()]) for name in RUN_STATUS_SCALARS}
+        out.update(_read_status_text(self.file))
         return out
 
     @property
@@ -541,7 +602,7 @@ class RunReader:
         if not self.has_two_time:
             raise StoreError(f"{self.path} has no two-time grid (run it with record.two_time_waits > 0)")
         g = self.file["two_time"]
-        return {name: g[name][:] for name in ("t_w", "tau", "t_w_time", "tau_time")}
+        return {name: g[name][:] for name in TWO_TIME_AXES}
 
     def two_time(self, name: str) -> np.ndarray:
         """[t_w, tau, replica] of 'autocorrelation' or 'msd'; NaN where t_w + tau is not yet committed.
@@ -549,7 +610,7 @@ class RunReader:
         Built from the committed records, so it works on a file still being written.
         """
         axes = self.two_time_axes()
-        if name not in ("autocorrelation", "msd"):
+        if name not in TWO_TIME_GRIDS:
             raise StoreError(f"no two-time quantity {name!r}; there are 'autocorrelation' and 'msd'")
         return _two_time_grid(self.steps, self.file["observables"][name], axes["t_w"], axes["tau"],
                               int(self.attrs["n_replicas"]))
@@ -567,8 +628,8 @@ class RunReader:
         from .tasks import Dataset
 
         d = self.file["data"]
-        return Dataset(d["x_train"][()], d["y_train"][()], d["x_test"][()], d["y_test"][()],
-                       self.file["probes/x"][()], self.file["sources/index"][()])
+        return Dataset(*(d[name][()] for name in DATA_NAMES), self.file["probes/x"][()],
+                       self.file["sources/index"][()])
 
     @property
     def checkpoint(self) -> dict:
@@ -589,11 +650,10 @@ class RunReader:
             f"created {a.get('created')}, commit {a.get('git_commit')}",
             f"backend     {a.get('backend')} ({a.get('device')}); numba {a.get('numba_version')}, "
             f"numpy {a.get('numpy_version')}, h5py {a.get('h5py_version')}",
-            f"model       {m['kind']}: input_dim={m['input_dim']} width={m['width']} activation={m['activation']} "
-            f"scaling={m.get('scaling')} params={m.get('n_params')} [{m['param_layout']}]",
-            f"training    {t['method']} eta={t['eta']} batch={t['batch_size']} loss={t['loss']} "
-            f"seed={t['seed']} steps={t.get('steps')} replicas={a.get('n_replicas')}"
-            + (f" noise={t['noise']} scheme={t['scheme']} dt={t['dt']}" if t['method'] == "sde" else ""),
+            f"model       {m.get('kind', a.get('kind'))}: {_attribute_line(m, first=_MODEL_FIRST, skip=_MODEL_SKIP)} "
+            f"params={m.get('n_params', a.get('n_params'))} [{m.get('param_layout', '')}]",
+            f"training    {t.get('method', '')} {_attribute_line(t, first=_TRAINING_FIRST, skip=('method', 'replicas'))} "
+            f"replicas={a.get('n_replicas')}",
             f"records     {len(steps)}" + (f", steps {steps[0]}..{steps[-1]}" if len(steps) else ""),
             "observables",
         ]
@@ -634,7 +694,7 @@ class RunReader:
 #     /chain/NAME             [layer, replica, probe] for NAME in dynsim.models.chain.MEASURES;
 #                             NaN where a replica is not written yet
 #     /status/replicas_done   scalar: replicas 0..replicas_done-1 are complete (the commit point)
-EXPERIMENT_CHAIN = "maxnorm_chain"
+LAYOUT_CHAIN = "maxnorm_chain"
 CHAIN_MEASURE_DOCS = {
     "angular_distance": ("1", "d = angle(H_l u, H_l v) / pi in [0, 1] (2 atan2(|a-b|, |a+b|) / pi of the unit vectors)"),
     "cosine": ("1", "cos(H_l u, H_l v)"),
@@ -676,7 +736,7 @@ class ChainWriter:
         except OSError as exc:
             raise StoreError(f"cannot open {self.path} for resuming: {exc}") from None
         try:
-            if self.file.attrs.get("experiment") != EXPERIMENT_CHAIN:
+            if self.file.attrs.get("experiment") != LAYOUT_CHAIN:
                 raise StoreError(f"{self.path} is not a max-norm chain file")
             self.replicas = int(self.file.attrs["n_replicas"])
             self.measures = tuple(measures)
@@ -709,12 +769,8 @@ class ChainWriter:
         except OSError as exc:
             raise StoreError(f"cannot create {partial}: {exc}") from None
         f = self.file
-        f.attrs.update(dict(format=FORMAT, format_version=FORMAT_VERSION, experiment=EXPERIMENT_CHAIN,
-                            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            git_commit=_git_commit(), backend="cpu", device="cpu", n_replicas=self.replicas,
-                            **_versions()))
-        f.create_dataset("config", data=config.to_toml(), dtype=h5py.string_dtype())
-        f["config"].attrs["sha256"] = config.digest()
+        st = _write_shared_header(f, config, layout=LAYOUT_CHAIN, n_replicas=self.replicas, backend="cpu",
+                                  device="cpu")
         f.create_group("model").attrs.update(model.attributes())
         g = f.create_group("inputs")
         g.attrs["source"] = config.inputs.source
@@ -746,9 +802,6 @@ class ChainWriter:
             ds.attrs.update(dict(units=units, description=doc, dims="layer,replica,probe"))
             for axis, dim in enumerate(("layer", "replica", "probe")):
                 ds.dims[axis].attach_scale(scales[dim])
-        st = f.create_group("status")
-        st.create_dataset("code", data=np.bytes_(b""), dtype=f"S{_CODE_BYTES}")
-        st.create_dataset("message", data=np.bytes_(b""), dtype=f"S{_MESSAGE_BYTES}")
         st.create_dataset("replicas_done", data=np.int64(0))
         self.set_status(STATUS_RUNNING, "chain construction started")
         f.swmr_mode = True
@@ -771,9 +824,7 @@ class ChainWriter:
         self.replicas_done = last
 
     def set_status(self, code: str, message: str):
-        st = self.file["status"]
-        st["code"][()] = np.bytes_(code.encode()[:_CODE_BYTES])
-        st["message"][()] = np.bytes_(message.encode()[:_MESSAGE_BYTES])
+        _write_status_text(self.file, code, message)
 
     def close(self):
         if getattr(self, "file", None) is not None and self.file.id.valid:
@@ -787,43 +838,73 @@ class ChainWriter:
         self.close()
 
 
-def file_experiment(path) -> str:
-    """'maxnorm_chain' for a chain file, 'run' for a training run (or a file that is neither: the
-    readers then say what is wrong)."""
+def file_kind(path, group: str | None = None) -> str:
+    """The kind of experiment (``[model] kind``) that wrote a run or chain file, or one point of a
+    merged sweep file (``group``). Files written before the root attribute ``kind`` existed are told
+    apart as they always were: a chain file by ``experiment``, a run by its ``/model`` kind."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such file")
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a dynsim HDF5 file")
     try:
-        with open_for_reading(Path(path)) as f:
-            return str(f.attrs.get("experiment", "run"))
-    except (OSError, ValueError):
-        return "run"
+        h5 = open_for_reading(path)
+    except OSError as exc:
+        kind = "empty" if path.stat().st_size == 0 else "not an HDF5 file, or truncated"
+        raise StoreError(f"{path}: cannot open as HDF5 ({kind}): {exc}") from None
+    with h5:
+        if group is not None and group not in h5:
+            raise StoreError(f"{path} has no group '/{group}'")
+        node = h5 if group is None else h5[group]
+        attrs = node.attrs
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{path} is an HDF5 file but not a dynsim run (no format='dynsim' attribute)")
+        if "kind" in attrs:
+            return str(attrs["kind"])
+        if attrs.get("experiment", LAYOUT_RUN) == LAYOUT_CHAIN:
+            return LAYOUT_CHAIN
+        model = node.get("model")
+        return str(model.attrs.get("kind", "simple")) if model is not None else "simple"
+
+
+def file_layout(path, group: str | None = None) -> str:
+    """'run' for a time-series run file (``RunWriter``), 'maxnorm_chain' for a chain file."""
+    with open_for_reading(Path(path)) as h5:
+        node = h5 if group is None else h5[group]
+        return str(node.attrs.get("experiment", LAYOUT_RUN))
 
 
 class ChainReader:
     """Read access to a max-norm chain file: committed replicas only."""
 
-    def __init__(self, path):
+    def __init__(self, path, group: str | None = None):
+        """``group``: a chain file stored as a group of a larger file (a point of a merged sweep file)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise StoreError(f"{self.path}: no such file")
         try:
-            self.file = open_for_reading(self.path)
+            self._h5 = open_for_reading(self.path)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open as HDF5 (not an HDF5 file, or truncated): {exc}") from None
         try:
-            if self.file.attrs.get("format") != FORMAT or self.file.attrs.get("experiment") != EXPERIMENT_CHAIN:
+            if group is not None and group not in self._h5:
+                raise StoreError(f"{self.path} has no group '/{group}'")
+            self.file = self._h5 if group is None else self._h5[group]
+            if self.file.attrs.get("format") != FORMAT or self.file.attrs.get("experiment") != LAYOUT_CHAIN:
                 raise StoreError(f"{self.path} is not a dynsim max-norm chain file (no experiment='maxnorm_chain')")
             for required in ("config", "model", "inputs/probes", "chain/train_log_gain", "status/replicas_done"):
                 if required not in self.file:
                     raise StoreError(f"{self.path} is incomplete: '/{required}' is missing")
             self.replicas_done = int(self.file["status/replicas_done"][()])
         except StoreError:
-            self.file.close()
+            self._h5.close()
             raise
         except (OSError, KeyError, ValueError) as exc:
-            self.file.close()
+            self._h5.close()
             raise StoreError(f"{self.path} is damaged or incomplete: {exc}") from None
 
     def close(self):
-        self.file.close()
+        self._h5.close()
 
     def __enter__(self):
         return self
@@ -840,11 +921,6 @@ class ChainReader:
         raw = self.file["config"][()]
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
-    def config(self):
-        from .chain_experiment import parse_chain_config
-
-        return parse_chain_config(self.config_text, f"{self.path}:/config")
-
     @property
     def model_attrs(self) -> dict:
         return dict(self.file["model"].attrs)
@@ -855,8 +931,7 @@ class ChainReader:
 
     @property
     def status(self) -> dict:
-        st = self.file["status"]
-        return dict(code=st["code"][()].decode(), message=st["message"][()].decode(), replicas_done=self.replicas_done)
+        return dict(_read_status_text(self.file), replicas_done=self.replicas_done)
 
     def inputs(self) -> dict:
         g = self.file["inputs"]
@@ -896,3 +971,117 @@ class ChainReader:
             f"status      {st['code']}: {st['message']}",
         ]
         return "\n".join(lines)
+
+
+# -- merged sweep files ------------------------------------------------------------------------
+#
+# Layout of a merged sweep file (``dynsim sweep``)::
+#
+#     /                       attrs: format="dynsim-sweep", format_version=1, sweep_file, axes (JSON list), created
+#     /sweep/point            [point] names "NNNN"
+#     /sweep/status, message  [point] each point's status code and message
+#     /sweep/axes/NAME        [point] the axis values (float, NaN where a point has none; or strings)
+#     /points/NNNN            a completed point's whole file (run or chain), root attributes included
+SWEEP_FORMAT = "dynsim-sweep"
+
+
+def write_sweep_file(target, *, sweep_file, axes, points) -> Path:
+    """Write a merged sweep file at ``target`` (built under a temporary name, then renamed).
+
+    ``points``: (name, axis values, status code, message, path of its file or None) per point; the
+    files of the points with a path are copied whole into ``/points/NAME``.
+    """
+    target = Path(target)
+    tmp = target.with_name(target.name + ".partial")
+    with h5py.File(tmp, "w") as out:
+        out.attrs.update(dict(format=SWEEP_FORMAT, format_version=1, sweep_file=str(sweep_file),
+                              axes=json.dumps(list(axes)), created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")))
+        g = out.create_group("sweep")
+        g.create_dataset("point", data=np.array([p[0] for p in points], dtype="S"))
+        g.create_dataset("status", data=np.array([p[2] for p in points], dtype="S"))
+        g.create_dataset("message", data=np.array([p[3][:1000] for p in points], dtype=h5py.string_dtype()))
+        axes_group = g.create_group("axes")
+        for name in axes:
+            values = [p[1].get(name) for p in points]
+            if all(isinstance(v, str) for v in values):
+                axes_group.create_dataset(name, data=np.array(values, dtype=h5py.string_dtype()))
+            else:
+                axes_group.create_dataset(name, data=np.array([np.nan if v is None else v for v in values],
+                                                              dtype=float))
+        stored = out.create_group("points")
+        for name, _, _, _, source in points:
+            if source is None:
+                continue
+            with h5py.File(source, "r") as src:
+                for key in src:
+                    src.copy(src[key], stored.require_group(name), name=key)
+                stored[name].attrs.update(dict(src.attrs))
+    os.replace(tmp, target)
+    return target
+
+
+def sweep_points(path) -> list[tuple[str, dict]]:
+    """(group, axis values) of every point stored in a merged sweep file, for ``RunReader(path, group)``."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != SWEEP_FORMAT:
+            raise StoreError(f"{path} is not a merged dynsim sweep file")
+        axes = json.loads(f.attrs["axes"])
+        names = [n.decode() for n in f["sweep/point"][:]]
+        out = []
+        for i, name in enumerate(names):
+            if f"points/{name}" not in f:
+                continue
+            values = {}
+            for axis in axes:
+                v = f["sweep/axes"][axis][i]
+                values[axis] = v.decode() if isinstance(v, bytes) else v
+            out.append((f"points/{name}", values))
+    return out
+
+
+def sweep_failures(path) -> list[tuple[str, dict, str, str]]:
+    """(point, axis values, status code, message) of every point of a merged sweep file that did not
+    complete (diverged, failed, pending): they are listed in /sweep but their files are not merged."""
+    with h5py.File(path, "r") as f:
+        axes = json.loads(f.attrs["axes"])
+        names = [n.decode() for n in f["sweep/point"][:]]
+        codes = [c.decode() for c in f["sweep/status"][:]]
+        messages = [m.decode() if isinstance(m, bytes) else str(m) for m in f["sweep/message"][:]]
+        out = []
+        for i, name in enumerate(names):
+            if codes[i] == "completed":
+                continue
+            values = {}
+            for axis in axes:
+                v = f["sweep/axes"][axis][i]
+                values[axis] = v.decode() if isinstance(v, bytes) else v
+            out.append((name, values, codes[i], messages[i]))
+    return out
+
+
+def is_sweep_file(path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == SWEEP_FORMAT
+    except OSError:
+        return False  # missing or not HDF5: RunReader says so
+
+
+def describe_sweep(path) -> str:
+    """A merged sweep file: its axes and every point's values and status (``dynsim info``)."""
+    with h5py.File(path, "r") as f:
+        axes = json.loads(f.attrs["axes"])
+        names = [n.decode() for n in f["sweep/point"][:]]
+        codes = [c.decode() for c in f["sweep/status"][:]]
+        values = {a: f["sweep/axes"][a][:] for a in axes}
+        lines = [f"sweep file  {path}: {len(names)} points, {codes.count('completed')} completed; "
+                 f"axes {', '.join(axes)}; from {f.attrs.get('sweep_file')}",
+                 "point  " + "  ".join(f"{a:>20}" for a in axes) + "  status"]
+        for i, name in enumerate(names):
+            cells = []
+            for a in axes:
+                v = values[a][i]
+                cells.append(f"{v.decode() if isinstance(v, bytes) else v:>20}")
+            lines.append(f"{name}   " + "  ".join(cells) + f"  {codes[i]}")
+        lines.append("read a point with RunReader(path, group='points/NNNN') or 'analysis report'")
+    return "\n".join(lines)

@@ -31,17 +31,17 @@ import itertools
 import json
 import os
 import sys
-import time
 import tomllib
 import uuid
 from pathlib import Path
 
-import numpy as np
-
-from .config import Config, config_from_mapping, load_config
+from . import kinds
 from .spec import ConfigError
+from .store import SWEEP_FORMAT, describe_sweep, is_sweep_file, sweep_failures, sweep_points, write_sweep_file
 
-SWEEP_FORMAT = "dynsim-sweep"
+__all__ = ["Sweep", "SweepPoint", "load_sweep", "run_sweep", "run_point", "merge", "describe_sweep", "is_sweep_file",
+           "sweep_failures", "sweep_points", "SWEEP_FORMAT"]
+
 _KEYS = {"base", "mode", "axes", "points", "output", "merge", "retries", "scheduler", "workers"}
 
 
@@ -49,7 +49,7 @@ _KEYS = {"base", "mode", "axes", "points", "output", "merge", "retries", "schedu
 class SweepPoint:
     index: int
     values: dict          # axis name -> value
-    config: Config
+    config: object        # a config of the base config's kind (dynsim.kinds)
 
     @property
     def name(self) -> str:
@@ -104,9 +104,9 @@ def load_sweep(path, *, output=None, scheduler=None) -> Sweep:
         _fail(sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(_KEYS))}")
     base = data.get("base")
     if isinstance(base, str):
-        base_mapping = load_config(path.parent / base).to_mapping()
+        base_mapping = kinds.load_config(path.parent / base).to_mapping()
     elif isinstance(base, dict):
-        base_mapping = config_from_mapping(base).to_mapping()
+        base_mapping = kinds.config_from_mapping(base).to_mapping()
     else:
         _fail("base", "missing or not a path/table: give base = 'config.toml' or [base.run], [base.model], ...")
     mode = data.get("mode", "grid")
@@ -142,7 +142,7 @@ def load_sweep(path, *, output=None, scheduler=None) -> Sweep:
         for name, value in values.items():
             _set_dotted(mapping, name, value, f"axes.{name}")
         try:
-            config = config_from_mapping(mapping)
+            config = kinds.config_from_mapping(mapping)
         except ConfigError as exc:
             where = ", ".join(f"{k} = {v!r}" for k, v in values.items())
             raise ConfigError(exc.field, f"{exc} (in sweep point {i}: {where})") from None
@@ -174,27 +174,25 @@ def run_point(config_toml: str, path: str, threads: int) -> dict:
     """Run, resume or skip one point; returns {'code', 'message'}. Executed by a Dask worker."""
     import numba
 
-    from .config import parse_config
-    from .engine import make_simulation, resume
-    from .store import RunReader, StoreError
+    from .store import StoreError
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    config = parse_config(config_toml, source=path)
+    config = kinds.parse_config(config_toml, source=path)
+    kind = kinds.kind_of(config)
     target = Path(path)
     if target.exists():
         try:
-            with RunReader(target) as rd:
-                code = rd.status["code"]
+            code = kind.status(target)
         except StoreError:
             code = "unreadable"
         if code == "completed":
             return {"code": "completed", "message": "already complete (skipped)"}
         if code in ("running", "interrupted"):
-            result = resume(target, progress=False, expect_config=config)
+            result = kind.resume(target, progress=False, expect_config=config)
             return {"code": result.code, "message": f"resumed: {result.message}"}
         target.unlink()  # diverged or unreadable: start over
     target.parent.mkdir(parents=True, exist_ok=True)
-    result = make_simulation(config).run(target, progress=False)
+    result = kind.run(config, target, progress=False)
     return {"code": result.code, "message": result.message}
 
 
@@ -268,110 +266,11 @@ def run_sweep(sweep: Sweep, *, progress=None, client=None) -> dict:
 
 
 def merge(sweep: Sweep, status: dict) -> Path:
-    """Copy every completed point's file into ``OUTPUT.h5`` (built under a temporary name, then renamed)."""
-    import h5py
-
-    target = sweep.merged_path
-    tmp = target.with_name(target.name + ".partial")
-    with h5py.File(tmp, "w") as out:
-        out.attrs.update(dict(format=SWEEP_FORMAT, format_version=1, sweep_file=str(sweep.path),
-                              axes=json.dumps(list(sweep.axes)), created=time.strftime("%Y-%m-%dT%H:%M:%S")))
-        g = out.create_group("sweep")
-        names = [p.name for p in sweep.points]
-        g.create_dataset("point", data=np.array(names, dtype="S"))
-        g.create_dataset("status", data=np.array([status.get(p.index, {}).get("code", "pending")
-                                                  for p in sweep.points], dtype="S"))
-        g.create_dataset("message", data=np.array([status.get(p.index, {}).get("message", "")[:1000]
-                                                   for p in sweep.points], dtype=h5py.string_dtype()))
-        axes = g.create_group("axes")
-        for name in sweep.axes:
-            values = [p.values.get(name) for p in sweep.points]
-            if all(isinstance(v, str) for v in values):
-                axes.create_dataset(name, data=np.array(values, dtype=h5py.string_dtype()))
-            else:
-                axes.create_dataset(name, data=np.array([np.nan if v is None else v for v in values], dtype=float))
-        points = out.create_group("points")
-        for p in sweep.points:
-            if status.get(p.index, {}).get("code") != "completed":
-                continue
-            with h5py.File(sweep.point_path(p), "r") as src:
-                for key in src:
-                    src.copy(src[key], points.require_group(p.name), name=key)
-                points[p.name].attrs.update(dict(src.attrs))
-    os.replace(tmp, target)
-    return target
-
-
-def sweep_points(path) -> list[tuple[str, dict]]:
-    """(group, axis values) of every point stored in a merged sweep file, for ``RunReader(path, group)``."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != SWEEP_FORMAT:
-            raise ConfigError("sweep", f"{path} is not a merged dynsim sweep file")
-        axes = json.loads(f.attrs["axes"])
-        names = [n.decode() for n in f["sweep/point"][:]]
-        out = []
-        for i, name in enumerate(names):
-            if f"points/{name}" not in f:
-                continue
-            values = {}
-            for axis in axes:
-                v = f["sweep/axes"][axis][i]
-                values[axis] = v.decode() if isinstance(v, bytes) else v
-            out.append((f"points/{name}", values))
-    return out
-
-
-def sweep_failures(path) -> list[tuple[str, dict, str, str]]:
-    """(point, axis values, status code, message) of every point of a merged sweep file that did not
-    complete (diverged, failed, pending): they are listed in /sweep but their files are not merged."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        axes = json.loads(f.attrs["axes"])
-        names = [n.decode() for n in f["sweep/point"][:]]
-        codes = [c.decode() for c in f["sweep/status"][:]]
-        messages = [m.decode() if isinstance(m, bytes) else str(m) for m in f["sweep/message"][:]]
-        out = []
-        for i, name in enumerate(names):
-            if codes[i] == "completed":
-                continue
-            values = {}
-            for axis in axes:
-                v = f["sweep/axes"][axis][i]
-                values[axis] = v.decode() if isinstance(v, bytes) else v
-            out.append((name, values, codes[i], messages[i]))
-    return out
-
-
-def is_sweep_file(path) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == SWEEP_FORMAT
-    except OSError:
-        return False  # missing or not HDF5: RunReader says so
-
-
-def describe_sweep(path) -> str:
-    """A merged sweep file: its axes and every point's values and status (``dynsim info``)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        axes = json.loads(f.attrs["axes"])
-        names = [n.decode() for n in f["sweep/point"][:]]
-        codes = [c.decode() for c in f["sweep/status"][:]]
-        values = {a: f["sweep/axes"][a][:] for a in axes}
-        lines = [f"sweep file  {path}: {len(names)} points, {codes.count('completed')} completed; "
-                 f"axes {', '.join(axes)}; from {f.attrs.get('sweep_file')}",
-                 "point  " + "  ".join(f"{a:>20}" for a in axes) + "  status"]
-        for i, name in enumerate(names):
-            cells = []
-            for a in axes:
-                v = values[a][i]
-                cells.append(f"{v.decode() if isinstance(v, bytes) else v:>20}")
-            lines.append(f"{name}   " + "  ".join(cells) + f"  {codes[i]}")
-        lines.append("read a point with RunReader(path, group='points/NNNN') or 'analysis report'")
-    return "\n".join(lines)
+    """Copy every completed point's file into ``OUTPUT.h5`` (the store writes it; see ``write_sweep_file``)."""
+    points = []
+    for p in sweep.points:
+        st = status.get(p.index, {})
+        code = st.get("code", "pending")
+        points.append((p.name, p.values, code, st.get("message", ""),
+                       sweep.point_path(p) if code == "completed" else None))
+    return write_sweep_file(sweep.merged_path, sweep_file=sweep.path, axes=sweep.axes, points=points)

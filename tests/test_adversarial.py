@@ -10,7 +10,7 @@ import pytest
 from analysis.transfer import analyse_transfer, off_diagonal_mean, pair_specific, pair_values, transfer_section
 from dynsim import adversarial as adv
 from dynsim.config import Config, RecordSpec, RunSpec
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.tasks import TaskSpec

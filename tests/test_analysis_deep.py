@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from analysis.deep import (deep_run_section, deep_sweep_section, double_descent, first_crossing, grokking_delay,
-                           grokking_from_arrays, interpolation_threshold, is_deep_run, is_deep_sweep,
-                           peak_near_threshold)
-from analysis.report import _plt, write_report
-from dynsim.config import parse_config
-from dynsim.engine import make_simulation
-from dynsim.store import RunReader
+                           grokking_from_arrays, interpolation_threshold, peak_near_threshold)
+from analysis.figures import pyplot as _plt
+from analysis.report import write_report
+from analysis.sections import plan_report
+from dynsim.kinds import make_runner, parse_config
+from dynsim.store import RunReader, StoreError
 from dynsim.sweep import load_sweep, merge, sweep_points
 
 # Small enough to run in about a second each once the deep kernels are compiled; the separation of
@@ -82,13 +82,13 @@ def deep_files(tmp_path_factory):
     """One deep run and one merged 6-point sweep (width x seed), through the real writer and merge."""
     tmp = tmp_path_factory.mktemp("deep")
     run = tmp / "run.h5"
-    assert make_simulation(parse_config(RUN_TOML)).run(run, progress=False).ok
+    assert make_runner(parse_config(RUN_TOML)).run(run, progress=False).ok
     (tmp / "sweep.toml").write_text(SWEEP_TOML)
     sweep = load_sweep(tmp / "sweep.toml")
     (sweep.output / "points").mkdir(parents=True)
     status = {}
     for point in sweep.points:
-        result = make_simulation(point.config).run(sweep.point_path(point), progress=False)
+        result = make_runner(point.config).run(sweep.point_path(point), progress=False)
         assert result.ok
         status[point.index] = {"code": result.code, "message": result.message}
     return run, merge(sweep, status)
@@ -256,8 +256,11 @@ def test_deep_sweep_numbers_match_numpy(deep_files, tmp_path):
 
 def test_write_report_dispatches_deep_runs_and_sweeps(deep_files, tmp_path):
     run, merged = deep_files
-    assert is_deep_run(run) and is_deep_sweep(merged) and not is_deep_sweep(run)
-    assert not is_deep_run(tmp_path / "missing.h5")
+    # the registry tells a deep run and a sweep of them from the rest, and a missing file is an error
+    assert plan_report(run).kind == "mlp" and not plan_report(run).sweep
+    assert plan_report(merged).kind == "mlp" and plan_report(merged).sweep
+    with pytest.raises(StoreError, match="no such file"):
+        plan_report(tmp_path / "missing.h5")
     md = write_report([run, merged], tmp_path / "rep")
     text = md.read_text()
     assert "## deep sweep sweep: 6 completed points" in text and "## run: mlp L=2 N=16 relu" in text

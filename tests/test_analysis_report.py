@@ -10,7 +10,7 @@ import pytest
 from analysis.fits import fit_power_law
 from analysis import quantities as q
 from analysis.report import write_report
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.store import RunReader
 
 from conftest import small_config

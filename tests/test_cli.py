@@ -61,7 +61,7 @@ def _diverging_config(mode):
 
 def _expected_failures():
     """Each replica's failure step from the compiled kernel alone (no file, no CLI), -1 if none."""
-    from dynsim.engine import Simulation
+    from dynsim.simple_experiment import Simulation
 
     sim = Simulation(_diverging_config("freeze"))
     params = sim.initial_params()

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynsim.config import Config, RunSpec, parse_config
+from dynsim.config import Config, RunSpec
+from dynsim.kinds import parse_config
 from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.spec import ConfigError
@@ -60,7 +61,7 @@ def test_bad_config_names_field_and_fix(text, field, fragment):
 
 
 def test_missing_config_file_is_a_config_error(tmp_path):
-    from dynsim.config import load_config
+    from dynsim.kinds import load_config
 
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "absent.toml")
@@ -119,7 +120,7 @@ def test_random_valid_configs_round_trip_through_toml(cfg):
                                                  st.booleans(), st.lists(st.integers(), max_size=2)),
                                        max_size=3), max_size=3))
 def test_random_malformed_configs_raise_only_config_errors(data):
-    from dynsim.config import config_from_mapping
+    from dynsim.kinds import config_from_mapping
 
     try:
         config_from_mapping(data)

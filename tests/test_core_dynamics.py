@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dynsim import rng as R
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 
 from conftest import FLOAT_RTOL, SEED, small_config
 from numpy_reference import forward_and_gradients, loss_and_derivative

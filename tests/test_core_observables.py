@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.store import RunReader
 
 from conftest import FLOAT_RTOL, small_config

@@ -3,7 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dynsim.engine import Simulation
+from dynsim.kinds import stored_config
+from dynsim.simple_experiment import Simulation
 from dynsim.observables import allocate
 from dynsim.store import RunReader, RunWriter, StoreError
 
@@ -49,7 +50,7 @@ def test_write_then_read_is_bit_exact(tmp_path, rng, compression):
         assert rd.dataset("params/initial").tobytes() == params.tobytes()
         assert rd.dataset("params/final").tobytes() == (params * 2).tobytes()
         np.testing.assert_array_equal(rd.dataset("data/x_train"), sim.data.x_train)
-        assert rd.config() == cfg.resolved()
+        assert stored_config(rd) == cfg.resolved()
         # dimension scales are attached, so netCDF-aware readers see named dims
         ds = rd.file["observables/ntk"]
         assert [ds.dims[i][0].name.split("/")[-1] for i in range(4)] == ["record", "replica", "probe", "probe2"]

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from dynsim import rng as R
-from dynsim.engine import Simulation, resume
+from dynsim.kinds import resume
+from dynsim.simple_experiment import Simulation
 from dynsim.engine.cuda import CudaBackend, cuda, simulator_active, unavailable_reason
 from dynsim.observables import DEFAULT_OBSERVABLES, allocate
 from dynsim.spec import ConfigError

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import SEED
-from dynsim.config import dump_toml, parse_config
-from dynsim.engine import make_simulation, resume
+from dynsim.kinds import stored_config
+from dynsim.config import dump_toml
+from dynsim.kinds import parse_config
+from dynsim.kinds import make_runner, resume
 from dynsim.models.deep import DeepMLP, sample_gradient
 from dynsim.observables.deep import _modes, _weight_direction, effective_rank, sample_basin, weight_basin
 from dynsim.rng import STREAM_NOISE, fill_normals
@@ -237,7 +239,7 @@ def _config(**tables):
 
 def test_gd_with_weight_decay_and_sde_sgd_noise_match_numpy(tmp_path):
     cfg = _config(run=dict(steps=3), training=dict(method="gd", eta=0.3, weight_decay=0.01))
-    sim = make_simulation(cfg)
+    sim = make_runner(cfg)
     result = sim.run(tmp_path / "gd.h5", progress=False)
     assert result.ok
     arch, x, labels = sim.arch, sim.data.x_train, sim.labels_train
@@ -248,7 +250,7 @@ def test_gd_with_weight_decay_and_sde_sgd_noise_match_numpy(tmp_path):
     np.testing.assert_allclose(result.params, theta, rtol=1e-11, atol=1e-13)
 
     cfg = _config(run=dict(steps=1), training=dict(method="sde", noise="sgd", batch_size=4, eta=0.1, dt=0.05))
-    sim = make_simulation(cfg)
+    sim = make_runner(cfg)
     result = sim.run(tmp_path / "sde.h5", progress=False)
     theta0 = sim.initial_params()
     p = x.shape[0]
@@ -267,8 +269,8 @@ def test_deep_run_records_and_resumes_bit_identically(tmp_path):
     cfg = _config(run=dict(steps=60), training=dict(method="sgd", batch_size=3, eta=0.2),
                   record=dict(n_records=12, checkpoint_seconds=0.0))
     reference = tmp_path / "ref.h5"
-    make_simulation(cfg).run(reference, progress=False)
-    sim = make_simulation(cfg)
+    make_runner(cfg).run(reference, progress=False)
+    sim = make_runner(cfg)
     sim.chunk_steps = 5
     calls = {"n": 0}
     inner = sim.advance
@@ -289,10 +291,10 @@ def test_deep_run_records_and_resumes_bit_identically(tmp_path):
             np.testing.assert_array_equal(a.observable(name), b.observable(name))
         acc = a.observable("accuracy_train")
         modes = a.observable("mode_order_preserving") + a.observable("mode_dead") + a.observable("mode_order_breaking")
-        config = a.config()
+        config = stored_config(a)
         final = a.dataset("params/final")
     # the recorded accuracy is the kernel's; recompute the last one in NumPy from the final parameters
-    sim = make_simulation(config)
+    sim = make_runner(config)
     np.testing.assert_allclose(acc[-1], [np.mean(np.argmax(sim.arch.logits(th, sim.data.x_train), 1) == sim.labels_train)
                                          for th in final])
     np.testing.assert_allclose(modes, 1.0)

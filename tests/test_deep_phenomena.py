@@ -7,14 +7,15 @@ training at three widths (its effect is not visible in smaller runs).
 import numpy as np
 
 from analysis.deep import first_crossing
-from dynsim.config import dump_toml, parse_config
-from dynsim.engine import make_simulation
+from dynsim.config import dump_toml
+from dynsim.kinds import parse_config
+from dynsim.kinds import make_runner
 from dynsim.store import RunReader
 
 
 def _run(tmp_path, name, tables):
     path = tmp_path / f"{name}.h5"
-    result = make_simulation(parse_config(dump_toml(tables))).run(path, progress=False)
+    result = make_runner(parse_config(dump_toml(tables))).run(path, progress=False)
     assert result.ok, result.message
     return RunReader(path)
 

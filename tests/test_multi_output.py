@@ -8,7 +8,7 @@ import pytest
 
 from analysis.regions import region_boundaries, region_map
 from dynsim.config import Config, RecordSpec, RunSpec
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.integrators import TrainerSpec
 from dynsim.losses import LOSSES, loss_derivative
 from dynsim.models.multi import evaluate_outputs, output_jacobians

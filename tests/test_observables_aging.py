@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from dynsim.engine import Simulation, resume
+from dynsim.kinds import stored_config
+from dynsim.kinds import resume
+from dynsim.simple_experiment import Simulation
 from dynsim.engine.schedule import schedule, two_time_grid
 from dynsim.spec import ConfigError
 from dynsim.store import RunReader
@@ -81,7 +83,7 @@ def test_flip_distance_is_where_the_output_crosses(run_file):
     theta, attrs, x_probe, flip = _final_state(run_file, "flip_distance")
     with RunReader(run_file) as rd:
         classify = rd.file["data"].attrs["task"] == "encoding"
-        margin = rd.config().record.fragility_margin
+        margin = stored_config(rd).record.fragility_margin
     eps = 1e-6
     checked = 0
     for r in range(theta.shape[0]):

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.spec import ConfigError
 
 from conftest import small_config
@@ -69,10 +69,10 @@ def test_float32_trainers_follow_the_float64_numpy_replay(training):
 
 
 def test_float32_run_writes_float32_parameters_and_tracks_the_float64_loss(tmp_path, monkeypatch):
-    import dynsim.engine
+    import dynsim.simple_experiment
 
     # observables of a float32 run are measured in float64 blocks of replicas: two blocks here
-    monkeypatch.setattr(dynsim.engine, "_MEASURE_BLOCK", 4)
+    monkeypatch.setattr(dynsim.simple_experiment, "_MEASURE_BLOCK", 4)
     base = dict(run=dict(replicas=6, steps=600), training=dict(method="sgd", batch_size=1, eta=0.05),
                 record=dict(n_records=12, observables=["loss_train", "param_norm"]))
     runs = {}

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dynsim.engine import Simulation, resume
+from dynsim.kinds import resume
+from dynsim.simple_experiment import Simulation
 from dynsim.store import RunReader, StoreError
 
 from conftest import SEED, assert_same_run, run_cli, small_config, write_config
@@ -178,8 +179,8 @@ def test_bad_cli_input_one_clear_message(tmp_path, args, fragment):
 _KILL_INSIDE = r"""
 import os, signal, sys
 from dynsim import store
-from dynsim.config import load_config
-from dynsim.engine import Simulation
+from dynsim.kinds import load_config
+from dynsim.simple_experiment import Simulation
 
 where, config, out = sys.argv[1:4]
 commit = {"records": "_commit_records", "checkpoint": "_commit_checkpoint"}[where]
@@ -240,11 +241,19 @@ def test_sigterm_stops_cleanly_and_resume_is_bit_identical(tmp_path):
     out = tmp_path / "term.h5"
     proc = subprocess.Popen([sys.executable, "-m", "dynsim.cli", "run", str(cfg), "-o", str(out), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = 60.0
-    while not out.exists() and deadline > 0:   # wait until the run is under way
-        deadline -= 0.05
-        subprocess.run(["sleep", "0.05"])
-    subprocess.run(["sleep", "0.5"])
+    # wait until the run is under way: a few of its 120 records committed. A fixed delay after the
+    # file appears is not enough on a warm cache: the run (a second or two) may end within it, and a
+    # SIGTERM that lands during interpreter shutdown, after Python has restored the default
+    # handlers, kills the process with -15 instead of exiting 130.
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with RunReader(out) as rd:
+                if rd.n_records >= 4:
+                    break
+        except StoreError:  # not created yet
+            pass
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:

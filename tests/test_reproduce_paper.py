@@ -12,8 +12,8 @@ import pytest
 from analysis import quantities as q
 from analysis.collapse import best_collapse
 from analysis.fits import compare_decay_models, fit_power_law
-from dynsim.config import load_config
-from dynsim.engine import run
+from dynsim.kinds import load_config
+from dynsim.kinds import run
 from dynsim.store import RunReader
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from analysis.saturation import flow_exponent, saturation_fits, saturation_quantities
+from dynsim.kinds import stored_config
 from dynsim.config import Config, RecordSpec, RunSpec
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.spec import ConfigError
@@ -126,7 +127,7 @@ def test_first_order_late_response_matches_the_exact_one_while_resolved(encoding
     from analysis.plasticity import exact_late_response, late_sample_response
 
     with RunReader(encoding_run) as rd:
-        config, data = rd.config(), rd.data()
+        config, data = stored_config(rd), rd.data()
         theta = rd.dataset("two_time/theta_w")[0]
     _, first = late_sample_response(config.model, theta, data.x_test, data.y_test, 0.5, "sigmoid_squared")
     exact = exact_late_response(config.model, theta, data.x_test, data.y_test, 0.5, "sigmoid_squared")

@@ -260,7 +260,7 @@ def test_langevin_stationary_covariance_on_quadratic_loss():
 def _network_problem(noise, **training):
     training.setdefault("batch_size", None)  # small_config's sgd batch; only the sgd noise has one
     cfg = small_config(training=dict(method="sde", eta=0.1, noise=noise, weight_decay=0.01, **training)).resolved()
-    from dynsim.engine import Simulation
+    from dynsim.simple_experiment import Simulation
 
     sim = Simulation(cfg)
     theta = sim.initial_params()[1]
@@ -317,7 +317,7 @@ def test_network_isotropic_noises(noise):
 def test_engine_steps_match_a_numpy_implementation_of_the_scheme(tmp_path, scheme, noise):
     """Three engine steps of every replica against the schemes written out in NumPy, with the
     normals taken from dynsim's documented stream (seed, replica, NOISE, step)."""
-    from dynsim.engine import run
+    from dynsim.kinds import run
 
     temperature = 0.2 if noise in ("langevin", "loss_scaled") else 0.0
     cfg = small_config(run=dict(steps=3, replicas=2), record=dict(n_records=2, spacing="linear"),
@@ -326,7 +326,7 @@ def test_engine_steps_match_a_numpy_implementation_of_the_scheme(tmp_path, schem
                                      batch_size=2 if noise == "sgd" else None))
     result = run(cfg, tmp_path / "run.h5", progress=False)
     assert result.ok
-    from dynsim.engine import Simulation
+    from dynsim.simple_experiment import Simulation
 
     sim = Simulation(cfg)
     P, dt = cfg.task.n_train, 0.02
@@ -392,7 +392,7 @@ def test_declared_orders_are_written_and_bad_combinations_refused():
 def _final_losses(tmp_path, name, training, *, eta, t_end, replicas, model=None, task=None, n_records=2,
                   spacing="linear"):
     """loss_train [record, replica] and t of a run of the simple network on a teacher task."""
-    from dynsim.engine import run
+    from dynsim.kinds import run
     import h5py
 
     cfg = small_config(run=dict(replicas=replicas, steps=int(round(t_end / training.get("dt", eta))), seed=7),
@@ -463,8 +463,8 @@ def test_shipped_sde_configs_run_reduced_and_learn(tmp_path, name):
     import dataclasses
     from pathlib import Path
 
-    from dynsim.config import load_config
-    from dynsim.engine import run
+    from dynsim.kinds import load_config
+    from dynsim.kinds import run
     from dynsim.store import RunReader
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "data" / "configs" / f"{name}.toml")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import erf, expit
 
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.models.activations import ACTIVATIONS
 from dynsim.models.simple import SimpleNet
 from dynsim.observables import allocate

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sympy
 
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.losses import LOSSES, loss_derivative, loss_value
 from dynsim.models.activations import (ACTIVATIONS, activate, activate_derivative, activate_layer,
                                        activate_second_derivative, derivative_from_value, derivative_layer)

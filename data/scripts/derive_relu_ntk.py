@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dynsim.config import Config, RecordSpec, RunSpec
-from dynsim.engine import Simulation
+from dynsim.simple_experiment import Simulation
 from dynsim.integrators import TrainerSpec
 from dynsim.models.simple import SimpleNet
 from dynsim.store import RunReader

@@ -1,9 +1,11 @@
-"""The time loop: config -> (model, data, trainer, schedule) -> backend kernels -> store.
+"""The time loop shared by every time-stepped kind of experiment: runner -> backend kernels -> store.
 
-``Simulation`` is the thin Python shell: it validates, builds the data, packs the model and trainer
-into plain arrays, allocates, and then alternates compiled ``advance`` calls (between record
-times, split into chunks for progress and checkpoints) with compiled ``measure`` calls whose
-buffers go to the store. It never computes physics itself.
+``TimeLoop`` alternates a runner's compiled ``advance`` calls (between record times, split into
+chunks for progress and checkpoints) with its compiled ``measure`` calls, whose buffers go to the
+store; it owns checkpoints, divergence, interrupts and resume. A kind's runner (for example
+``dynsim.simple_experiment.Simulation``) is the thin Python shell that validates, builds the data,
+packs model and trainer into plain arrays and allocates; neither computes physics itself. The
+engine imports no kind: kinds import it.
 """
 import dataclasses
 import datetime
@@ -16,21 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..integrators import SCHEMES
-from ..losses import LOSSES
-from ..observables import allocate
 from ..spec import ConfigError
-from ..store import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
-from ..tasks import make_dataset
+from ..store import DATA_NAMES, STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
 from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
-from ..observables import OBSERVABLES
-from ..observables import measure_on_host
 from ..observables.representation import two_time_update
-from .schedule import schedule, two_time_grid
 
-# Work per chunk, in units of (replica x sample x hidden unit x input): about 0.1-0.5 s of compute.
-_CHUNK_WORK = 2e8
-_MEASURE_BLOCK = 16384  # replicas per float64 block when measuring a float32 run
 
 
 @dataclasses.dataclass
@@ -57,69 +49,47 @@ def get_backend(name: str):
     raise ConfigError("run.backend", f"got {name!r}; allowed: 'cpu', 'cuda'")
 
 
-class Simulation:
-    """A configured ensemble, ready to run."""
+class TimeLoop:
+    """The shared time loop of every time-stepped kind of experiment (``dynsim.experiment``).
 
-    def __init__(self, config):
-        self.config = config.resolved()
-        cfg = self.config
-        self.backend = get_backend(cfg.run.backend)
-        self.data = make_dataset(cfg.task, cfg.model.input_dim, cfg.model.activation, cfg.run.seed,
-                                 outputs=cfg.model.outputs)
-        self.model_ints, self.model_floats = cfg.model.kernel_arrays()
-        self.trainer_ints, self.trainer_floats = cfg.training.kernel_arrays(cfg.task.n_train, cfg.model.n_params)
-        self.waits, self.lags = two_time_grid(cfg.run.steps, cfg.record.two_time_waits, cfg.record.two_time_lags)
-        self.record_steps = schedule(cfg.run.steps, cfg.record.n_records, cfg.record.spacing, self.waits, self.lags)
-        self.fragility = (int(cfg.task.is_classification), cfg.record.fragility_max_step,
-                          cfg.record.fragility_margin)
+    A kind's runner subclasses it, calls ``__init__`` with what the loop and the store need, and
+    provides four methods: ``initial_params()`` ([replica, n_params]), ``allocate_buffers()`` (one
+    record's observables), ``advance(params, s0, s1, status, failed_step)`` (compiled steps s0..s1
+    in place; status and failed_step flag non-finite replicas) and ``measure(params, buffers)``.
+    The loop owns the record schedule, chunking, checkpoints, divergence, interrupts and the file.
+    """
 
-        self.loss_code = LOSSES[cfg.training.loss]
-        self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0
-        batch = cfg.training.effective_batch(cfg.task.n_train)
-        if cfg.training.method == "sde":  # every stage is a full-batch gradient
-            batch = cfg.task.n_train * SCHEMES[cfg.training.scheme].stages
-        work = cfg.run.replicas * batch * cfg.model.width * (cfg.model.input_dim + 4)
-        self.chunk_steps = int(max(1, getattr(self.backend, "chunk_work", _CHUNK_WORK) // max(work, 1)))
+    def __init__(self, config, *, backend, data, record_steps, chunk_steps, waits=None, lags=None):
+        """``config``: resolved; ``data``: the ``dynsim.tasks.Dataset`` the file's header stores;
+        ``waits``/``lags``: the two-time grid in steps (none by default)."""
+        empty = np.zeros(0, dtype=np.int64)
+        self.config = config
+        self.backend = backend
+        self.data = data
+        self.waits = empty if waits is None else waits
+        self.lags = empty if lags is None else lags
+        self.record_steps = record_steps
+        self.chunk_steps = int(chunk_steps)
 
     def initial_params(self) -> np.ndarray:
-        return self.config.model.init_params(self.config.run.seed, self.config.run.replicas, self.config.run.dtype)
+        raise NotImplementedError
 
     def allocate_buffers(self) -> dict:
-        """One record's buffers of every recorded observable."""
-        cfg = self.config
-        return allocate(cfg.observables, cfg.run.replicas, self.data.x_probe.shape[0], self.data.x_source.shape[0],
-                        cfg.model.width, len(self.waits), cfg.model.outputs)
+        raise NotImplementedError
 
     def advance(self, params, s0, s1, status, failed_step):
-        self.backend.advance(params, self.data, self.model_ints, self.model_floats, self.trainer_ints,
-                             self.trainer_floats, self.config.run.seed, s0, s1, status, failed_step)
+        raise NotImplementedError
 
     def measure(self, params, buffers):
-        if params.dtype != np.float64:
-            self._measure_in_float64(params, buffers)
-            return
-        self.backend.measure(params, self.data, self.model_ints, self.model_floats, self.loss_code,
-                             self.config.training.eta, self.class_threshold, buffers, fragility=self.fragility)
-
-    def _measure_in_float64(self, params, buffers):
-        """Observables of a float32 run: computed in float64 from its parameters, a block of replicas
-        at a time, by the float64 kernels (no float32 copies of them to compile, and no float64 copy of
-        a large ensemble: a block is at most _MEASURE_BLOCK replicas)."""
-        for r0 in range(0, params.shape[0], _MEASURE_BLOCK):
-            r1 = min(params.shape[0], r0 + _MEASURE_BLOCK)
-            block = {name: values[r0:r1] for name, values in buffers.items()}
-            self.backend.measure(params[r0:r1].astype(np.float64), self.data, self.model_ints, self.model_floats,
-                                 self.loss_code, self.config.training.eta, self.class_threshold, block,
-                                 fragility=self.fragility)
+        raise NotImplementedError
 
     @property
     def host_observables(self) -> bool:
-        """CPU-only observables on a backend without kernels for them: computed from a host copy."""
-        return self.backend.name != "cpu" and any(OBSERVABLES[n].cpu_only for n in self.config.observables)
+        """True when some observables need a host copy of the parameters (``measure_on_host``)."""
+        return False
 
     def measure_on_host(self, host_params, buffers):
-        measure_on_host(host_params, self.data, self.model_ints, self.model_floats, self.class_threshold, buffers,
-                        self.fragility)
+        raise NotImplementedError
 
     def two_time(self, step, host_params, snapshots, writer, buffers):
         """At a record: take the snapshot if ``step`` is a waiting time, then C and Delta against all taken."""
@@ -240,8 +210,11 @@ class Simulation:
 _COPY_RECORDS = 256  # records copied per block on resume
 
 
-def resume(path, *, progress=None, expect_config=None) -> RunResult:
+def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_config=None) -> RunResult:
     """Continue an interrupted or killed run to its configured end, bit-identically.
+
+    ``parse_config(text, source)`` and ``make_runner(config)`` are the file's kind's (a ``TimeLoop``
+    subclass builds the runner); ``dynsim.kinds.resume`` finds them from the file.
 
     The committed prefix of the file (records up to its last checkpoint) is rebuilt through the
     normal writer into ``PATH.resume-tmp``, which then atomically replaces ``PATH``; the run goes
@@ -260,10 +233,10 @@ def resume(path, *, progress=None, expect_config=None) -> RunResult:
         if status["code"] == STATUS_DIVERGED:
             raise StoreError(f"{path} diverged ({status['message']}); resuming would diverge again: "
                              "change the config and start a new run")
-        config = reader.config()
-        sim = make_simulation(config)
+        config = parse_config(reader.config_text, f"{path}:/config")
+        sim = make_runner(config)
         stored = reader.data()
-        for name in ("x_train", "y_train", "x_test", "y_test", "x_probe", "source_index"):
+        for name in DATA_NAMES + ("x_probe", "source_index"):
             if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
                 raise StoreError(f"{path}: this dynsim version generates different task data ({name}) from the "
                                  "same config; resume with the version that wrote the file")
@@ -315,20 +288,6 @@ def _progress_bar(total: int, initial: int, progress):
     enabled = sys.stderr.isatty() if progress is None else bool(progress)
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, disable=not enabled,
                 dynamic_ncols=True, desc="dynsim", leave=False)
-
-
-def make_simulation(config) -> Simulation:
-    """The simulation of a config: ``Simulation``, or ``DeepSimulation`` for a deep MLP (``[model] kind = "mlp"``)."""
-    if getattr(config, "EXPERIMENT", "simple") == "mlp":
-        from ..deep_experiment import DeepSimulation
-
-        return DeepSimulation(config)
-    return Simulation(config)
-
-
-def run(config, path, **kwargs) -> RunResult:
-    """Run ``config`` (a ``Config`` or ``DeepConfig``) and write ``path``; see ``Simulation.run``."""
-    return make_simulation(config).run(path, **kwargs)
 
 
 # SIGTERM (batch schedulers' pre-emption) and Ctrl-C only set a flag; the time loop checks it

@@ -4,12 +4,17 @@ The contract every integrator follows:
 
 * a small frozen record in ``INTEGRATORS`` (name, integer code, declared strong and weak order as a
   discretisation of gradient flow in time t = step * eta, whether it is stochastic);
-* one compiled per-replica ``step`` function (see ``discrete.py``) with the fixed signature
-  ``step(theta, x, y, model_ints, model_floats, trainer_ints, trainer_floats, seed, replica, step,
-  workspace...) -> bool`` (False when the loss gradient was not finite), which the engine calls;
-* ``TrainerSpec.kernel_arrays()`` packs the validated options into the plain arrays the step takes.
+* compiled per-replica step functions, one per kind of model, that share the trainer's arrays and
+  its Philox sample draws: for the simple network ``discrete.single_sample_step`` / ``batch_step``
+  (one output) and ``discrete_step_outputs`` (M outputs), for the deep MLP ``deep.deep_discrete_step``,
+  and the SDE schemes in ``sde.py``; each returns False when the loss gradient was not finite;
+* ``TrainerSpec.kernel_arrays()`` packs the validated options into the plain arrays the steps take.
 
-A new trainer is one registry entry plus one compiled step, dispatched by code in the engine.
+A new trainer is therefore one entry in ``INTEGRATORS``, a step for each kind of model it should
+train, the choice of that step where the kind's advance kernel is picked (``engine.cpu.advance_kernel``
+for the simple network, ``engine.cpu.advance_deep`` for the MLP) and, for the simple network on a
+GPU, its device variant in ``engine/cuda.py``. Kernels stay per model on purpose: passing the step
+into a generic kernel as a function argument would cost Numba's cache and compile time.
 
 The continuous-time trainer ``sde`` (see ``sde.py``) integrates
 

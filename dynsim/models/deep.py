@@ -186,11 +186,10 @@ class DeepArchitecture:
     def attributes(self) -> dict:
         """The ``/model`` attributes that let a file describe its network without dynsim."""
         m = self.model
-        return dict(kind="mlp", activation=m.activation, input_dim=self.input_dim, width=max(m.hidden_widths),
+        return dict(kind="mlp", activation=m.activation, input_dim=self.input_dim,
                     widths=np.array(m.hidden_widths, dtype=np.int64), depth=m.depth, classes=self.classes,
                     outputs=self.classes, init=m.init, weight_var=m.weight_var if m.init == "custom" else np.nan,
                     bias=m.bias, bias_std=m.bias_std, param_layout=self.param_layout, n_params=self.n_params,
-                    scaling="standard",
                     formula="h_0 = x, h_l = act(h_{l-1} W_l + b_l), logits = h_L Wout + bout; W stored "
                             "[fan_in, fan_out]; loss: softmax cross-entropy")
 

@@ -118,16 +118,9 @@ class SimpleNet(Section):
                     formula="f(x) = output_scale * sum_i a_i act(sum_d W[d,i] x_d + b_i) + c, W stored [input_dim, width]"
                             + ("; output m: a[m, i], c[m]" if self.outputs > 1 else ""))
 
-    def evaluate(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector): [K], or [K, M]."""
-        if self.outputs == 1:
-            return self.outputs_of(theta, x)
-        from .multi import evaluate_outputs
-
-        return evaluate_outputs(self, theta, x)
-
     def outputs_of(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector; first output)."""
+        """f(x_k; theta) for every row x_k of ``x`` [K, D] (one parameter vector; first output).
+        All M outputs: ``dynsim.models.multi.evaluate_outputs`` (that module builds on this one)."""
         ints, floats = self.kernel_arrays()
         out = np.empty(x.shape[0])
         _outputs(np.ascontiguousarray(theta, dtype=np.float64), np.ascontiguousarray(x, dtype=np.float64),

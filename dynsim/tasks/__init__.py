@@ -103,7 +103,7 @@ def _simple_teacher(rng, input_dim: int, width: int, activation: str):
     blocks = teacher.unpack(theta)
     blocks["W"][...] = rng.standard_normal((width, input_dim)) / math.sqrt(input_dim)
     blocks["a"][...] = rng.standard_normal(width) / math.sqrt(width)
-    return lambda x: teacher.evaluate(theta, x)
+    return lambda x: teacher.outputs_of(theta, x)
 
 
 def region_index(x: np.ndarray, regions: int) -> np.ndarray:

@@ -185,6 +185,7 @@ def compare_lazy(path, kernel: str = "empirical") -> LazyComparison:
     (``kernels.init_kernels``). The initial outputs f_0 are always the replica's own.
     Needs squared loss, no weight decay, and the ``response`` observable.
     """
+    from ..kinds import stored_config
     from ..store import RunReader, StoreError
     from .kernels import init_kernels
     from .network import empirical_ntk, network_outputs
@@ -192,7 +193,10 @@ def compare_lazy(path, kernel: str = "empirical") -> LazyComparison:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
     with RunReader(path) as reader:
-        config = reader.config()
+        config = stored_config(reader)
+        if type(config).KIND != "simple":
+            raise ValueError(f"{path}: the lazy prediction is for the simple network; this is a "
+                             f"{type(config).KIND} file")
         if config.training.loss != "squared":
             raise ValueError(f"{path}: the lazy prediction is for squared loss; this run uses "
                              f"{config.training.loss!r}")
