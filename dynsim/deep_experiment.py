@@ -6,9 +6,10 @@ A config whose ``[model]`` table has ``kind = "mlp"`` is a ``DeepConfig``: the s
 table whose observables are those of ``dynsim.observables.deep`` (neuron modes, basins, feature
 ranks, fooling). ``dynsim run``, ``resume``, ``info`` and ``sweep`` take it unchanged: the time
 loop, the record schedule, checkpoints, divergence handling and the HDF5 file are the engine's
-and the store's (``DeepSimulation`` only swaps the kernels). In the file, ``/probes/x`` holds the
-random-noise inputs and ``/sources/index`` the training samples whose sample-space basin is
-recorded; ``/data/y_*`` hold class indices.
+and the store's (``DeepSimulation`` only swaps the kernels). In the file, ``/inputs/noise_x`` holds
+the random-noise inputs (observable axis ``probe``) and ``/inputs/basin_index`` the training samples
+whose sample-space basin is recorded (axis ``source``); ``/probes`` and ``/sources`` are empty (files
+written before 2026-12-04 kept them there); ``/data/y_*`` hold class indices.
 
 The deep network runs on the CPU backend in float64 (``run.backend`` / ``run.precision`` say so
 when set otherwise).
@@ -135,7 +136,10 @@ class DeepConfig:
         return DEEP_OBSERVABLES
 
     def dim_sizes(self, n_probes: int, n_sources: int, n_waits: int = 0) -> dict[str, int]:
-        return deep_dim_sizes(self.model.depth, n_sources, n_probes)
+        """The deep observables' axes from the config itself (a deep run has no probes or sources of the
+        simple network's kind; its noise inputs and basin samples are named inputs)."""
+        return deep_dim_sizes(self.model.depth, len(basin_sample_index(self.task.train_size, self.record.basin_samples)),
+                              min(self.record.noise_inputs, self.task.train_size))
 
 
 def deep_config_from_mapping(data: dict) -> DeepConfig:
@@ -143,6 +147,11 @@ def deep_config_from_mapping(data: dict) -> DeepConfig:
     if isinstance(tables, dict) and isinstance(tables.get("training", {}), dict):
         tables["training"] = {"loss": "softmax_cross_entropy", **tables.get("training", {})}
     return config_from_tables(tables, _SECTIONS, DeepConfig, "mlp")
+
+
+def basin_sample_index(n_train: int, basin_samples: int) -> np.ndarray:
+    """The training samples (evenly spread) whose sample-space basin a deep run records."""
+    return np.unique(np.round(np.linspace(0, n_train - 1, basin_samples)).astype(np.int64))
 
 
 def _noise_inputs(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -171,7 +180,7 @@ class DeepSimulation(TimeLoop):
         self.labels_train, self.labels_test = data.labels_train, data.labels_test
         p = data.x_train.shape[0]
         rec = cfg.record
-        basin_index = np.unique(np.round(np.linspace(0, p - 1, rec.basin_samples)).astype(np.int64))
+        basin_index = basin_sample_index(p, rec.basin_samples)
         noise = _noise_inputs(data.x_train, rec.noise_inputs, cfg.task.seed)
         n_feat = min(rec.noise_inputs, p)
         weight_n = min(rec.weight_basin_samples, p)
@@ -185,10 +194,13 @@ class DeepSimulation(TimeLoop):
         batch = cfg.training.effective_batch(p) if cfg.training.method != "sde" else p
         work = cfg.run.replicas * batch * self.arch.n_params * 3
         no_waits = np.zeros(0, dtype=np.int64)
-        # /probes/x of the file: the noise inputs the measurements use (as many as training inputs at most)
+        self.basin_index = basin_index
+        # no probes or sources of the simple network's kind: the noise inputs and the basin samples
+        # are the file's named inputs (``named_inputs``)
+        no_probes = np.zeros((0, data.x_train.shape[1]))
         super().__init__(cfg, backend=CpuBackend(),
-                         data=Dataset(data.x_train, data.y_train, data.x_test, data.y_test, self.probes.noise_x,
-                                      basin_index),
+                         data=Dataset(data.x_train, data.y_train, data.x_test, data.y_test, no_probes,
+                                      np.zeros(0, dtype=np.int64)),
                          record_steps=schedule(cfg.run.steps, rec.n_records, rec.spacing, no_waits, no_waits),
                          chunk_steps=max(1, _CHUNK_WORK // max(work, 1)))
 
@@ -197,7 +209,13 @@ class DeepSimulation(TimeLoop):
 
     def allocate_buffers(self) -> dict:
         return allocate_deep(self.config.observables, self.config.run.replicas, self.config.model.depth,
-                             len(self.data.source_index))
+                             len(self.basin_index))
+
+    def named_inputs(self) -> dict:
+        return {"noise_x": (self.probes.noise_x, "random-noise inputs, uniform per coordinate between the training "
+                                                 "set's min and max (feature rank, fooling; observable axis 'probe')"),
+                "basin_index": (self.basin_index, "training samples whose sample-space basin is recorded (indices "
+                                                  "into /data/x_train; observable axis 'source')")}
 
     def advance(self, params, s0, s1, status, failed_step):
         advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,

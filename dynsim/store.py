@@ -17,6 +17,8 @@ Layout (format_version 1)::
     /data/x_train, y_train, x_test, y_test
     /probes/x               [probe, input_dim]
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
+    /inputs/NAME            a kind's own named inputs (attrs: description); the deep MLP: noise_x
+                            [probe, input_dim] (axis 'probe'), basin_index [source] (axis 'source')
     /time/step, /time/t     [record]; t = step * time_step (eta, or the sde trainer's dt)
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
                             dimension scales /observables/{record,replica,probe,probe2,source,rank,wait,
@@ -149,7 +151,9 @@ class RunWriter:
     """Creates a run file and appends records, checkpoints and status to it (SWMR mode)."""
 
     def __init__(self, path, *, config, data, params_initial, observables, backend="cpu", device="cpu",
-                 overwrite=False, history="", two_time=None):
+                 overwrite=False, history="", two_time=None, inputs=None):
+        """``inputs``: {name: (array, description)} of a kind's own named inputs, stored as
+        ``/inputs/NAME`` (the deep MLP's noise inputs and basin samples, say)."""
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give a file name for the output")
@@ -187,6 +191,10 @@ class RunWriter:
         except OSError as exc:
             raise StoreError(f"cannot create {partial}: {exc}") from None
         self._write_header(data, params_initial, backend, device, history)
+        if inputs:
+            named = self.file.create_group("inputs")
+            for name, (values, description) in inputs.items():
+                named.create_dataset(name, data=values).attrs["description"] = description
         self.file.swmr_mode = True
         self.file.flush()
         os.replace(partial, self.path)
@@ -622,6 +630,11 @@ class RunReader:
         if path not in self.file:
             raise StoreError(f"{self.path} has no dataset '/{path}'")
         return self.file[path][()]
+
+    def inputs(self) -> dict:
+        """{name: array} of the kind's own named inputs (``/inputs``; empty for a kind without them)."""
+        group = self.file.get("inputs")
+        return {} if group is None else {name: group[name][()] for name in group}
 
     def data(self):
         """The run's data set (training, test, probes, sources) as a ``dynsim.tasks.Dataset``."""

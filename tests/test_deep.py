@@ -293,6 +293,15 @@ def test_deep_run_records_and_resumes_bit_identically(tmp_path):
         modes = a.observable("mode_order_preserving") + a.observable("mode_dead") + a.observable("mode_order_breaking")
         config = stored_config(a)
         final = a.dataset("params/final")
+        # the noise inputs and basin samples are the file's named inputs, sized as the observables' axes
+        inputs = a.inputs()
+        noise_x, basin_index = inputs["noise_x"], inputs["basin_index"]
+        assert a.dataset("probes/x").shape[0] == 0 and a.dataset("sources/index").shape == (0,)
+    n_train = 12  # _config's task.n_train; basin_samples = 2 evenly spread: the first and the last sample
+    assert basin_index.tolist() == [0, n_train - 1]
+    assert noise_x.shape == (6, 3)  # record.noise_inputs = 6 (<= n_train), task.input_dim = 3
+    x_train = make_runner(config).data.x_train  # noise lies in the training set's per-coordinate range
+    assert np.all(noise_x >= x_train.min(axis=0)) and np.all(noise_x <= x_train.max(axis=0))
     # the recorded accuracy is the kernel's; recompute the last one in NumPy from the final parameters
     sim = make_runner(config)
     np.testing.assert_allclose(acc[-1], [np.mean(np.argmax(sim.arch.logits(th, sim.data.x_train), 1) == sim.labels_train)

@@ -83,6 +83,11 @@ class TimeLoop:
     def measure(self, params, buffers):
         raise NotImplementedError
 
+    def named_inputs(self) -> dict:
+        """{name: (array, description)} of inputs the kind's measurements use beyond its data set,
+        stored as ``/inputs/NAME`` (none by default)."""
+        return {}
+
     @property
     def host_observables(self) -> bool:
         """True when some observables need a host copy of the parameters (``measure_on_host``)."""
@@ -125,7 +130,7 @@ class TimeLoop:
         writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
                            observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
                            overwrite=overwrite, history=f"created by dynsim run at {_now()}",
-                           two_time=(self.waits, self.lags))
+                           two_time=(self.waits, self.lags), inputs=self.named_inputs())
         failed_step = np.full(cfg.run.replicas, -1, dtype=np.int64)
         snapshots = np.full((len(self.waits),) + params.shape, np.nan, dtype=params.dtype)
         try:
@@ -240,6 +245,11 @@ def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_c
             if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
                 raise StoreError(f"{path}: this dynsim version generates different task data ({name}) from the "
                                  "same config; resume with the version that wrote the file")
+        stored_inputs = reader.inputs()
+        if stored_inputs.keys() != sim.named_inputs().keys() or any(
+                not np.array_equal(stored_inputs[name], values) for name, (values, _) in sim.named_inputs().items()):
+            raise StoreError(f"{path}: this dynsim version generates different inputs (/inputs) from the same "
+                             "config; resume with the version that wrote the file")
         initial = reader.dataset("params/initial")
         if not np.array_equal(initial, sim.initial_params()):
             raise StoreError(f"{path}: this dynsim version draws different initial parameters; "
@@ -254,7 +264,7 @@ def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_c
         writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
                            backend=sim.backend.name, device=sim.backend.device, overwrite=True,
                            history=f"{history}; resumed at step {ck['step']} at {_now()}",
-                           two_time=(sim.waits, sim.lags))
+                           two_time=(sim.waits, sim.lags), inputs=sim.named_inputs())
         snapshots = np.full((len(sim.waits),) + initial.shape, np.nan, dtype=initial.dtype)
         try:
             for k0 in range(0, n_done, _COPY_RECORDS):

@@ -12,7 +12,7 @@ Definitions (as used by dynsim; ../shared/papers/companions.md B and DESIGN.md s
   x + r u is still classified c for every one of ``basin_directions`` random unit directions u
   (the same directions for every sample, replica and record), found by bisection on
   [0, basin_max_radius] to ``basin_bisections`` halvings (the result is the last radius that passed;
-  basin_max_radius if even that passes). Recorded per basin sample (the run's /sources).
+  basin_max_radius if even that passes). Recorded per basin sample (the run's /inputs/basin_index).
 * Weight-space basin: the largest eps such that for every one of ``weight_basin_directions``
   random directions the training accuracy of theta + eps * d stays >= weight_basin_fraction times
   the unperturbed training accuracy; d has, layer by layer (weights and bias of a layer together),
