@@ -3,9 +3,37 @@
 Exit codes: 0 done, 2 bad input (a missing, truncated or foreign file, named in one line).
 """
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 
 from dynsim.store import StoreError
+
+
+def _window_problem(window) -> str | None:
+    if window is None:
+        return None
+    t0, t1 = window
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 < 0 or t0 >= t1:
+        return (f"--window {t0:g} {t1:g}: the fit window is T0 T1 in time t with 0 <= T0 < T1, both finite "
+                "(e.g. --window 10 1000)")
+    return None
+
+
+def _output_problem(out: Path) -> str | None:
+    """A clear line for an output directory that cannot be used, before any figure is drawn."""
+    if out.exists() and not out.is_dir():
+        return f"-o {out}: a file of that name exists; give a directory for the report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"-o {out}: cannot create the report directory: {exc.strerror}"
+    if os.statvfs(out).f_flag & os.ST_RDONLY:
+        return f"-o {out}: the directory is on a read-only file system; choose another -o"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"-o {out}: permission denied: the report directory is not writable; choose another -o"
+    return None
 
 
 def main(argv=None) -> int:
@@ -22,6 +50,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from .report import write_report
 
+    problem = _window_problem(args.window) or _output_problem(Path(args.output))
+    if problem:
+        print(f"analysis: error: {problem}", file=sys.stderr)
+        return 2
     try:
         md = write_report(args.runs, args.output, window=args.window, transfer=args.transfer)
     except StoreError as exc:

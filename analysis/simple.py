@@ -53,10 +53,21 @@ def fit_lines(name, t, values, window):
     keep = (t >= window[0]) & (t <= window[1]) & (t > 0)
     if keep.sum() < 3:
         return [f"- {name}: fewer than 3 records in the window {window}; no fit"], {}, None
+    # a replica that diverged (NaN in the file from then on) is left out whole, not averaged in
+    # where it still had values: the fit is over the replicas finite throughout the window
+    finite = np.all(np.isfinite(values[keep]), axis=0)
+    left_out = int(np.size(finite) - np.count_nonzero(finite))
+    if not finite.any():
+        return [f"- {name}: no replica is finite over the window {window}; no fit"], {}, None
+    values = values[:, finite]
     positive = np.where(values > 0, values, np.nan)
     fit = fit_power_law(t, positive.T, window=window)
-    lines = [f"- {name}: {fit.summary()}"]
+    note = (f" ({left_out} of {np.size(finite)} replicas left out: not finite over the window)" if left_out
+            else "")
+    lines = [f"- {name}: {fit.summary()}{note}"]
     numbers = {f"{name}_exponent": fit.exponent, f"{name}_exponent_ci": fit.exponent_ci}
+    if left_out:
+        numbers[f"{name}_replicas_left_out"] = left_out
     try:
         comparison = compare_decay_models(t, positive.T, window=window)
     except ValueError as exc:
@@ -98,8 +109,13 @@ def training_section(source, plt):
     ax.set(xscale="log", yscale="log", xlabel="t", ylabel="loss", title=f"{stem}: loss (median, 10-90%)")
     ax.legend()
     figures = [save(fig, out_dir / f"{stem}_loss.png")]
-    numbers = {"final_loss_mean": float(np.nanmean(loss[-1]))}
+    diverged = ~np.isfinite(loss[-1])
+    numbers = {"final_loss_mean": float(np.nanmean(loss[-1])) if not diverged.all() else float("nan")}
     lines.append(f"- final training loss: mean {numbers['final_loss_mean']:.4g}")
+    if diverged.any():
+        numbers["replicas_diverged"] = int(diverged.sum())
+        lines.append(f"- {int(diverged.sum())} of {diverged.size} replicas diverged (their records are NaN from "
+                     "then on, /status/replica_failed_step has the step): the means and fits below leave them out")
     return lines, numbers, figures
 
 

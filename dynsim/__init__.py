@@ -1,9 +1,15 @@
 """dynsim: training of small neural networks as a stochastic dynamical system."""
 import hashlib
 import os
+import re
 from pathlib import Path
 
-__version__ = "0.1.0"
+from .version import __version__
+
+
+#: code that compiles kernels or sets how they compile: a decorator line, or a call of njit / cuda.jit
+#: (this module's own mention of them is neither)
+_DEFINES_KERNELS = re.compile(rb"^[ \t]*@(njit|replica_kernel|cuda\.jit)\b|\b(njit|cuda\.jit)\(", re.MULTILINE)
 
 
 def _source_keyed_numba_cache() -> None:
@@ -22,7 +28,7 @@ def _source_keyed_numba_cache() -> None:
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         source = path.read_bytes()
-        if b"@njit" in source or b"cuda.jit" in source or b"@replica_kernel" in source:
+        if _DEFINES_KERNELS.search(source):
             digest.update(path.relative_to(package).as_posix().encode())
             digest.update(source)
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
@@ -31,3 +37,12 @@ def _source_keyed_numba_cache() -> None:
 
 
 _source_keyed_numba_cache()
+
+
+def __getattr__(name):
+    # ``dynsim.open_run`` without importing xarray (and pandas) at ``import dynsim``: only on first use
+    if name == "open_run":
+        from .reading import open_run
+
+        return open_run
+    raise AttributeError(f"module 'dynsim' has no attribute {name!r}")

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .config import config_from_tables, dump_toml, parse_toml
+from .config import config_from_tables, dump_toml, parse_toml, results_digest
 from .engine import raise_if_stop_requested
 from .models.chain import MEASURES, MaxNormChain
 from .spec import ConfigError, Section, option
@@ -166,6 +166,7 @@ class ChainResult:
     code: str
     message: str
     replicas_done: int
+    written: bool = True  # False when the command had nothing to do (resuming a complete file)
 
     @property
     def ok(self) -> bool:
@@ -194,12 +195,12 @@ def resume_chain(path, *, progress: bool | None = None, expect_config=None) -> C
     """
     with ChainReader(path) as reader:
         config = parse_chain_config(reader.config_text, f"{path}:/config")
-        if expect_config is not None and expect_config.digest() != config.digest():
+        if expect_config is not None and results_digest(expect_config) != results_digest(config):
             raise StoreError(f"{path} was made with a different config (sha256 {config.digest()[:12]}..., given "
                              f"{expect_config.digest()[:12]}...); refusing to resume it with this one")
         if reader.status["code"] == STATUS_COMPLETED:
             return ChainResult(str(path), STATUS_COMPLETED, f"{path} is already complete; nothing to resume",
-                               reader.replicas_done)
+                               reader.replicas_done, written=False)
         stored = reader.inputs()
     inputs = make_inputs(config)
     if not (np.array_equal(stored["probes"], inputs.probes) and np.array_equal(stored["train"], inputs.train)):

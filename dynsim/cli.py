@@ -1,13 +1,16 @@
-"""Command line: ``dynsim run | resume | info | sweep | compile | derive | config-keys``.
+"""Command line: ``dynsim run | resume | info | repair | sweep | compile | derive | config-keys``.
 
-Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files),
-3 the run diverged, 130 interrupted.
+Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files; also a file that
+another dynsim process is writing), 3 the run diverged, 130 interrupted, 141 the output pipe was
+closed early (``dynsim info F | head``).
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader closed the pipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a run file")
     i.add_argument("file", help="HDF5 file written by dynsim run")
     i.add_argument("--config", action="store_true", help="print the stored config (TOML) instead")
+    rp = sub.add_parser("repair", help="clear the open-for-write flag a killed writer left in its file, so that "
+                                       "plain h5py opens it again (nothing else changes)")
+    rp.add_argument("file", help="HDF5 file whose writer was killed (SIGKILL, power loss)")
     ck = sub.add_parser("config-keys", help="list every config key of every kind with its default and allowed values")
     ck.add_argument("--kind", choices=tuple(kinds.registered()), help="only this kind's tables ([model] kind)")
     k = sub.add_parser("compile", help="compile ahead of time every kernel a kind of run can use (once per "
@@ -56,14 +62,22 @@ def _cmd_run(args) -> int:
     from .engine import install_signal_handlers
     from .precompile import compile_notice
 
-    config = kinds.load_config(args.config)
+    from .config import read_toml_file
+    from .store import StoreError
+
+    tables = read_toml_file(args.config)
+    config = kinds.config_from_mapping(tables)
     kind = kinds.kind_of(config)
     if args.backend:
         config = kind.with_backend(config, args.backend)
-    if args.output:
-        output = Path(args.output)
-    else:
-        output = Path(args.config).with_suffix(".h5")
+    output = Path(args.output) if args.output else Path(args.config).with_suffix(".h5")
+    if output.resolve() == Path(args.config).resolve():
+        raise StoreError(f"-o {output} is the config file itself; the run would replace it: choose another "
+                         "output file")
+    if not args.quiet and not any(tables.values()):
+        print(f"dynsim: {args.config} sets no keys: running every default of the {kind.name} kind "
+              "('dynsim config-keys' lists them)", file=sys.stderr)
+    if not args.output:
         print(f"dynsim: no -o given; writing {output}", file=sys.stderr)
     install_signal_handlers()
     with compile_notice(kind, enabled=not args.quiet):
@@ -74,7 +88,7 @@ def _cmd_run(args) -> int:
 def _report(result, output, quiet) -> int:
     if result.code == "completed":
         if not quiet:
-            print(f"dynsim: {result.message}; wrote {output}")
+            print(f"dynsim: {result.message}" + (f"; wrote {output}" if getattr(result, "written", True) else ""))
         return EXIT_OK
     print(f"dynsim: {result.message}; wrote {output}", file=sys.stderr)
     return EXIT_INTERRUPTED if result.code == "interrupted" else EXIT_DIVERGED
@@ -102,6 +116,13 @@ def _cmd_info(args) -> int:
         return EXIT_OK
     kind = kinds.kind_of_file(args.file)
     print(kind.config_text(args.file) if args.config else kind.summary(args.file))
+    return EXIT_OK
+
+
+def _cmd_repair(args) -> int:
+    from .reading import repair
+
+    print(f"dynsim: {repair(args.file)}")
     return EXIT_OK
 
 
@@ -182,12 +203,20 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys,
-                "derive": _cmd_derive, "sweep": _cmd_sweep, "compile": _cmd_compile}
+                "derive": _cmd_derive, "sweep": _cmd_sweep, "compile": _cmd_compile,
+                "repair": _cmd_repair}
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
     except (ConfigError, StoreError) as exc:
         print(f"dynsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # the reader of our output went away (``dynsim config-keys | head``): stop quietly, as Unix
+        # tools killed by SIGPIPE do, without a traceback at interpreter exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

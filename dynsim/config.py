@@ -22,7 +22,10 @@ from .models.simple import SimpleNet
 from .observables import (DEFAULT_OBSERVABLES, MULTI_OUTPUT_ONLY, OBSERVABLES, SINGLE_OUTPUT_ONLY,
                           TWO_TIME_OBSERVABLES, dim_sizes)
 from .rng import MAX_STEPS
-from .spec import ConfigError, Section, option
+from .spec import ConfigError, ConfigFileError, Section, option
+
+#: observables measured on the test set: without one (task.n_test = 0) they are not recorded
+TEST_SET_OBSERVABLES = ("loss_test", "accuracy_test")
 from .tasks import TaskSpec
 
 
@@ -58,10 +61,12 @@ class RecordSchedule(Section):
     observables: tuple = option(None, "str_list", "observables to record (default: all that apply)", optional=True)
     block_records: int = option(16, "int", "records buffered in memory before a block is written",
                                 minimum=1, maximum=100_000)
-    checkpoint_seconds: float = option(60.0, "float", "at most this long between checkpoints (also at every "
-                                                      "block write)", minimum=0.0)
-    checkpoint_steps: int = option(None, "int", "also checkpoint every this many steps (default: only at block "
-                                                "writes and by time)", minimum=1, optional=True)
+    checkpoint_seconds: float = option(10.0, "float", "at most this much wall time between checkpoints (also at "
+                                                      "every block write and, unless checkpoint_steps is set, every "
+                                                      "5 % of the run; never more than ~1 % of the run's time)",
+                                       minimum=0.0)
+    checkpoint_steps: int = option(None, "int", "checkpoint every this many steps, instead of every 5 % of the run",
+                                   minimum=1, optional=True)
     compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
 
 
@@ -120,6 +125,9 @@ class Config:
             raise ConfigError("task.probe_grid", f"got true with model.input_dim = {self.model.input_dim}; the probe "
                                                  "grid is for input_dim = 2 (D = 1 probes are a grid already)")
         for name in self.record.observables or ():
+            if name in TEST_SET_OBSERVABLES and task.n_test == 0:
+                raise ConfigError("record.observables", f"got {name!r} with task.n_test = 0: there is no test set "
+                                                        "to measure it on; set task.n_test > 0 or remove it")
             spec = OBSERVABLES[name]
             if spec.classification_only and not task.is_classification:
                 raise ConfigError("record.observables", f"got {name!r}; it needs a classification task, "
@@ -157,7 +165,8 @@ class Config:
             names = tuple(self.record.observables)
         else:
             names = tuple(n for n in DEFAULT_OBSERVABLES
-                          if self.task.is_classification or not OBSERVABLES[n].classification_only)
+                          if (self.task.is_classification or not OBSERVABLES[n].classification_only)
+                          and (self.task.n_test > 0 or n not in TEST_SET_OBSERVABLES))
             if self.model.outputs > 1:  # the M-output forms of the NTK and the response
                 names = tuple(dict.fromkeys(SINGLE_OUTPUT_ONLY.get(n) or n for n in names))
         if self.record.two_time_waits > 0:
@@ -202,16 +211,36 @@ class Config:
         return dim_sizes(n_probes, n_sources, self.model.width, n_waits, self.model.outputs)
 
 
+#: [record] keys that decide how a file is written, not what it holds: configs differing only in them
+#: give the same records bit for bit (a checkpoint's cadence, the block size, the HDF5 filter)
+STORAGE_KEYS = ("block_records", "checkpoint_seconds", "checkpoint_steps", "compression")
+
+
+def results_digest(config) -> str:
+    """sha256 of a config's resolved TOML without its ``STORAGE_KEYS``: equal for two configs whose
+    runs write the same numbers (``resume --config`` and sweeps compare this, so that a changed
+    default of how files are stored does not make an earlier run's file foreign)."""
+    config = config.resolved() if hasattr(config, "resolved") else config
+    tables = {name: dict(values) for name, values in config.to_mapping().items()}
+    for key in STORAGE_KEYS:
+        tables.get("record", {}).pop(key, None)
+    return hashlib.sha256(dump_toml(tables).encode()).hexdigest()
+
+
 def config_from_tables(tables: dict, sections: dict, config_class, kind: str):
     """``config_class(**{table: Section.from_mapping(...)})`` for the TOML tables of one kind; a table
     the kind does not have is refused, naming the tables it has."""
     if not isinstance(tables, dict):
         raise ConfigError("<top>", f"expected tables, got {type(tables).__name__}")
     for key, value in tables.items():
-        if key not in sections:
-            what = "table" if isinstance(value, dict) else "top-level key"
-            raise ConfigError(key, f"unknown {what} [{key}] for a {kind} config; allowed tables: "
-                                   f"{', '.join('[' + s + ']' for s in sections)}")
+        if key in sections:
+            continue
+        allowed = ", ".join("[" + s + "]" for s in sections)
+        if isinstance(value, dict):
+            raise ConfigError(key, f"unknown table [{key}] for a {kind} config; allowed tables: {allowed}")
+        owners = [name for name, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        hint = f": put it in its table, e.g. [{owners[0]}] {key} = ..." if owners else ""
+        raise ConfigError(key, f"a key outside any table{hint} (a {kind} config has the tables {allowed})")
     return config_class(**{name: cls.from_mapping(tables.get(name, {}), name) for name, cls in sections.items()})
 
 
@@ -220,7 +249,7 @@ def parse_toml(text: str, source: str = "<string>") -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, f"not valid TOML: {exc}") from None
+        raise ConfigFileError(source, f"not valid TOML: {exc}") from None
 
 
 def read_toml_file(path) -> dict:
@@ -229,9 +258,14 @@ def read_toml_file(path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), "no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
+        raise ConfigFileError(str(path), "no such config file") from None
+    except IsADirectoryError:
+        raise ConfigFileError(str(path), "is a directory; give the path of a TOML config file") from None
+    except PermissionError:
+        raise ConfigFileError(str(path), "permission denied: the config file cannot be read") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(str(path), f"is not UTF-8 text ({exc.reason} at byte {exc.start}); is it a "
+                                         "TOML config?") from None
     return parse_toml(text, str(path))
 
 

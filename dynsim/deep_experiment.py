@@ -19,7 +19,7 @@ import hashlib
 
 import numpy as np
 
-from .config import RecordSchedule, RunSpec, config_from_tables, dump_toml
+from .config import TEST_SET_OBSERVABLES, RecordSchedule, RunSpec, config_from_tables, dump_toml
 from .engine import TimeLoop
 from .engine.cpu import CpuBackend, advance_deep
 from .experiment import TimeSteppedKind
@@ -96,6 +96,10 @@ class DeepConfig:
         if self.record.basin_samples > self.task.train_size:
             raise ConfigError("record.basin_samples", f"got {self.record.basin_samples}; must be <= the training set "
                                                       f"size ({self.task.train_size})")
+        for name in self.record.observables or ():
+            if name in TEST_SET_OBSERVABLES and self.task.test_size == 0:
+                raise ConfigError("record.observables", f"got {name!r} with no test samples (task.n_test = 0): "
+                                                        "set task.n_test > 0 or remove it")
         self.architecture  # noqa: B018 - validates input_dim / classes
 
     @property
@@ -104,7 +108,9 @@ class DeepConfig:
 
     @property
     def observables(self) -> tuple[str, ...]:
-        return tuple(self.record.observables) if self.record.observables is not None else DEEP_DEFAULT_OBSERVABLES
+        if self.record.observables is not None:
+            return tuple(self.record.observables)
+        return tuple(n for n in DEEP_DEFAULT_OBSERVABLES if self.task.test_size > 0 or n not in TEST_SET_OBSERVABLES)
 
     # -- the config protocol the engine and the store use ---------------------------------------
     def resolved(self) -> "DeepConfig":
@@ -213,9 +219,10 @@ class DeepSimulation(TimeLoop):
 
     def named_inputs(self) -> dict:
         return {"noise_x": (self.probes.noise_x, "random-noise inputs, uniform per coordinate between the training "
-                                                 "set's min and max (feature rank, fooling; observable axis 'probe')"),
+                                                 "set's min and max (feature rank, fooling; observable axis 'probe')",
+                            ("probe", "input_dim")),
                 "basin_index": (self.basin_index, "training samples whose sample-space basin is recorded (indices "
-                                                  "into /data/x_train; observable axis 'source')")}
+                                                  "into /data/x_train; observable axis 'source')", ("source",))}
 
     def advance(self, params, s0, s1, status, failed_step):
         advance_deep(params, self.data.x_train, self.labels_train, self.layers, self.act, self.trainer_ints,

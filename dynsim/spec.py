@@ -19,7 +19,20 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.detail = message  # the message without the field prefix (for callers that add context)
         super().__init__(f"config field '{field}': {message}")
+
+
+class ConfigFileError(ConfigError):
+    """The config file itself cannot be used (missing, a directory, unreadable, not valid TOML);
+    ``field`` is the file's name."""
+
+    def __init__(self, source: str, message: str):
+        super().__init__(source, message)
+        self.args = (f"config file '{source}': {message}",)
+
+    def __str__(self):
+        return self.args[0]
 
 
 _KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -65,8 +78,8 @@ def _coerce(value: Any, meta, field: str):
     elif kind == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-        if ok and math.isnan(value):
-            raise ConfigError(field, f"got nan; {_describe_allowed(meta)}")
+        if ok and not math.isfinite(value):  # inf would diverge at the first step, nan compares with nothing
+            raise ConfigError(field, f"got {value!r}; {_describe_allowed(meta)} and finite")
     elif kind == "str":
         ok = isinstance(value, str)
     elif kind == "bool":
@@ -79,6 +92,13 @@ def _coerce(value: Any, meta, field: str):
         value = tuple(value) if ok else value
     if not ok:
         raise ConfigError(field, f"got {value!r} ({type(value).__name__}); {_describe_allowed(meta)}")
+    if kind in ("str_list", "int_list"):
+        if not value:
+            raise ConfigError(field, "got an empty list, which would select nothing; list at least one value, or "
+                                     "remove the key for the default")
+        repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
+        if kind == "str_list" and repeated:
+            raise ConfigError(field, f"lists {', '.join(map(repr, repeated))} more than once; list each value once")
     if meta["choices"] is not None:
         items = value if kind == "str_list" else (value,)
         for item in items:

@@ -17,7 +17,7 @@ Layout (format_version 1)::
     /data/x_train, y_train, x_test, y_test
     /probes/x               [probe, input_dim]
     /sources/x, y, index    [source, input_dim], [source], [source] (index into the training set)
-    /inputs/NAME            a kind's own named inputs (attrs: description); the deep MLP: noise_x
+    /inputs/NAME            a kind's own named inputs (attrs: description, dims); the deep MLP: noise_x
                             [probe, input_dim] (axis 'probe'), basin_index [source] (axis 'source')
     /time/step, /time/t     [record]; t = step * time_step (eta, or the sde trainer's dt)
     /observables/NAME       [record, replica, ...] attrs: units, description, dims; resizable along record;
@@ -48,8 +48,13 @@ commit point, so a kill at any moment leaves one complete checkpoint and a known
 complete records. Readers only ever show committed records.
 """
 import datetime
+import hashlib
+import errno
+import fcntl
+import functools
 import json
 import os
+import socket
 import shutil
 import subprocess
 import sys
@@ -58,7 +63,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .observables import OBSERVABLES
 
 FORMAT = "dynsim"
@@ -109,6 +114,128 @@ def _chunks(replicas: int, inner: tuple[int, ...], block: int) -> tuple[int, ...
     return (recs, reps) + tuple(max(1, d) for d in inner)
 
 
+# -- one writer per file ---------------------------------------------------------------------------
+def writer_identity() -> dict:
+    """Who writes a file: host, process id and start time (stored in the lock file and the file)."""
+    return dict(host=socket.gethostname(), pid=os.getpid(),
+                started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _verify_config(path, node):
+    """A file's header is only as good as its config: refuse one whose /config text does not match
+    the sha256 stored with it (an empty or overwritten header)."""
+    raw = node["config"][()]
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    stored = str(node["config"].attrs.get("sha256", ""))
+    if hashlib.sha256(text.encode()).hexdigest() != stored:
+        raise StoreError(f"{path} has a damaged header: its /config does not match the sha256 stored with it "
+                         f"({len(text)} characters); the file cannot be trusted: rerun it from its config")
+
+
+def _describe_writer(identity: dict) -> str:
+    return f"pid {identity.get('pid', '?')} on {identity.get('host', '?')}, started {identity.get('started', '?')}"
+
+
+class WriterLock:
+    """The one-writer-per-file rule: an exclusive ``flock`` on ``PATH.lock``, taken before a writer
+    creates, truncates or replaces anything (``run``, ``run --overwrite``, ``resume``) and held
+    until it closes. A second writer is refused at once, naming the first; nothing is changed.
+
+    The lock file says who holds it (``writer_identity``). It is removed on release while still
+    locked, and an acquirer checks after locking that the file it locked is still the one at the
+    path, so that a release racing an acquire cannot leave two holders. A killed writer's lock
+    file stays behind, unlocked (the kernel drops the lock with the process): harmless.
+    """
+
+    def __init__(self, path):
+        self.target = Path(path)
+        self.path = _lock_path(self.target)
+        self.fd = None
+
+    def acquire(self) -> "WriterLock":
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_identity(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from None
+                raise StoreError(f"{self.target} is being written by another dynsim process "
+                                 f"({_describe_writer(holder)}); nothing was changed: wait for it to end, or stop "
+                                 "it (Ctrl-C or SIGTERM) and 'dynsim resume' the file") from None
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # locked a lock file its holder had just removed: lock the new one
+        self.identity = writer_identity()
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(self.identity).encode())
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_identity(fd) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 4096).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def writer_state(path, attrs: dict) -> str:
+    """For a file whose status is 'running': is its writer alive? From the writer's host and pid
+    (in the file and its lock file); a pid can only be checked on its own host."""
+    path = Path(path)
+    host, pid = attrs.get("writer_host"), attrs.get("writer_pid")
+    if host is None or pid is None:
+        return "running, or its writer was stopped (a file written before writers were recorded)"
+    host, pid = str(host), int(pid)
+    if host != socket.gethostname():
+        return f"running, or stopped (written by pid {pid} on {host}; its process cannot be checked from here)"
+    alive = _lock_path(path).exists() and _pid_alive(pid)
+    if alive:
+        return f"running (pid {pid} on {host})"
+    return "interrupted (writer gone): 'dynsim resume' continues it from its last checkpoint"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # -- the header every file kind shares: root attributes, /config, /status code and message --------
 #: the scalar status datasets of a run file (code and message are strings): written and read as a set
 RUN_STATUS_SCALARS = ("last_step", "replica", "failed_step", "n_records")
@@ -119,9 +246,12 @@ TWO_TIME_AXES = ("t_w", "tau", "t_w_time", "tau_time")
 TWO_TIME_GRIDS = ("autocorrelation", "msd")
 
 
-def _write_shared_header(f, config, *, layout: str | None, n_replicas: int, backend: str, device: str, **extra):
-    """Root attributes, ``/config`` (TOML text with its sha256) and an empty ``/status`` code and message."""
+def _write_shared_header(f, config, *, layout: str | None, n_replicas: int, backend: str, device: str, writer: dict,
+                         **extra):
+    """Root attributes (the writer's identity among them), ``/config`` (TOML text with its sha256) and
+    an empty ``/status`` code and message."""
     attrs = dict(format=FORMAT, format_version=FORMAT_VERSION, kind=type(config).KIND,
+                 writer_host=writer["host"], writer_pid=writer["pid"], writer_started=writer["started"],
                  created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  git_commit=_git_commit(), backend=backend, device=device, n_replicas=n_replicas, **extra,
                  **_versions())
@@ -147,26 +277,105 @@ def _read_status_text(f) -> dict:
     return dict(code=st["code"][()].decode(), message=st["message"][()].decode())
 
 
+def format_bytes(n: float) -> str:
+    """Sizes as people read them: MB below a GiB, GiB above."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{max(n, 0) / 1e6:.1f} MB"
+
+
+def check_free_space_for_copy(path) -> None:
+    """``resume`` rebuilds a file's committed part under a temporary name before replacing it: refuse
+    at once, naming the sizes, when the disk cannot hold that copy (it is at most the file's size)."""
+    path = Path(path)
+    need = path.stat().st_size + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if need > free:
+        raise StoreError(f"resuming {path} builds a copy of its committed part first and needs about "
+                         f"{format_bytes(need)} free, but {path.parent} has {format_bytes(free)}; free some space "
+                         "and resume again (the file is unchanged)")
+
+
+def _hdf5_reason(text: str) -> str:
+    """The operating system's words inside an HDF5 error message ('No space left on device')."""
+    marker = "error message = '"
+    if marker in text:
+        return text.split(marker, 1)[1].split("'", 1)[0]
+    return text.splitlines()[0] if text else "I/O error"
+
+
+def _ensure_room(writer, need: int):
+    """Refuse a write that cannot fit before any byte of it is written: a write that fails half way
+    leaves HDF5 unable even to close the file cleanly, while the file on disk is still at its last
+    commit; refusing first keeps both the file and the process sound."""
+    free = shutil.disk_usage(writer.path.parent).free
+    if need > free:
+        kept = getattr(writer, "last_checkpoint", None)
+        where = (f"it keeps its last checkpoint (step {kept[0]}, {kept[1]} records)" if kept
+                 else "it keeps what was committed")
+        raise StoreError(f"the disk holding {writer.path} is full: {format_bytes(free)} free, the next write needs "
+                         f"about {format_bytes(need)}; {where}: free some space, then 'dynsim resume {writer.path}'")
+
+
+_WRITE_SLACK = 1 << 20  # HDF5 metadata, chunk index growth, the status and checkpoint writes
+
+
+def _io_guarded(method):
+    """A writer's write: an ``OSError`` (disk full, a vanished mount, quota) becomes one
+    ``StoreError`` that names the file, the free space and what is kept, raised once; the writer is
+    marked failed so that closing it does not try to write again."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if getattr(self, "_failed", False):
+            raise StoreError(f"{self.path}: an earlier write failed; nothing more is written to it")
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError) as exc:  # h5py reports a failed write or flush as either
+            self._failed = True
+            try:
+                free = format_bytes(shutil.disk_usage(self.path.parent).free)
+            except OSError:
+                free = "unknown"
+            kept = getattr(self, "last_checkpoint", None)
+            where = (f"it keeps its last checkpoint (step {kept[0]}, {kept[1]} records)" if kept
+                     else "it keeps what was committed")
+            reason = getattr(exc, "strerror", None) or _hdf5_reason(str(exc))
+            raise StoreError(f"writing {self.path} failed: {reason} ({free} free on its disk); {where}: free some "
+                             f"space, then 'dynsim resume {self.path}'") from None
+    return guarded
+
+
 class RunWriter:
     """Creates a run file and appends records, checkpoints and status to it (SWMR mode)."""
 
     def __init__(self, path, *, config, data, params_initial, observables, backend="cpu", device="cpu",
-                 overwrite=False, history="", two_time=None, inputs=None):
-        """``inputs``: {name: (array, description)} of a kind's own named inputs, stored as
-        ``/inputs/NAME`` (the deep MLP's noise inputs and basin samples, say)."""
+                 overwrite=False, history="", two_time=None, inputs=None, lock=None):
+        """``inputs``: {name: (array, description, dims)} of a kind's own named inputs, stored as
+        ``/inputs/NAME`` with the names of its axes (the deep MLP's noise inputs and basin samples). ``lock``: a held
+        ``WriterLock`` to keep until ``close`` (resume builds its copy under another name while
+        holding the lock of the file it replaces); by default the writer locks ``path`` itself."""
         self.path = Path(path)
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a directory; give a file name for the output")
-        if self.path.exists() and not overwrite:
-            raise StoreError(f"{self.path} already exists; pass --overwrite to replace it, "
-                             "or 'dynsim resume' to continue it")
-        parent = self.path.parent
+        self.file = None
+        _prepare_output(self.path, overwrite=True)  # existence is checked under the lock, below
+        self.lock = lock if lock is not None else WriterLock(self.path).acquire()
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the output directory {parent}: {exc.strerror}") from None
-        if not os.access(parent, os.W_OK):
-            raise StoreError(f"cannot write to directory {parent}: permission denied; choose another -o")
+            if self.path.exists() and not overwrite:
+                raise StoreError(f"{self.path} already exists; pass --overwrite to replace it, "
+                                 "or 'dynsim resume' to continue it")
+            self._create(config, data, params_initial, observables, backend, device, history, two_time, inputs)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self):
+        """Undo a creation that failed: close, remove the temporary file, release the lock."""
+        if self.file is not None and self.file.id.valid:
+            try:
+                self.file.close()
+            except (OSError, RuntimeError):
+                pass
+        self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
+        self.lock.release()
+
+    def _create(self, config, data, params_initial, observables, backend, device, history, two_time, inputs):
         self.config = config.resolved()
         self.observables = tuple(observables)
         self.replicas, self.n_params = params_initial.shape
@@ -190,11 +399,12 @@ class RunWriter:
             self.file = h5py.File(partial, "w", libver=_LIBVER)
         except OSError as exc:
             raise StoreError(f"cannot create {partial}: {exc}") from None
-        self._write_header(data, params_initial, backend, device, history)
+        self._write_header(data, params_initial, backend, device, history, self.lock.identity)
         if inputs:
             named = self.file.create_group("inputs")
-            for name, (values, description) in inputs.items():
-                named.create_dataset(name, data=values).attrs["description"] = description
+            for name, (values, description, dims) in inputs.items():
+                ds = named.create_dataset(name, data=values)
+                ds.attrs.update(dict(description=description, dims=",".join(dims)))
         self.file.swmr_mode = True
         self.file.flush()
         os.replace(partial, self.path)
@@ -210,8 +420,8 @@ class RunWriter:
             estimate //= 4  # float64 noise compresses poorly; 4x is a conservative best case
         free = shutil.disk_usage(self.path.parent).free
         if estimate > free:
-            raise StoreError(f"the output needs about {estimate / 2**30:.2f} GiB but {self.path.parent} has "
-                             f"{free / 2**30:.2f} GiB free; record fewer observables or replicas, "
+            raise StoreError(f"the output needs about {format_bytes(estimate)} but {self.path.parent} has "
+                             f"{format_bytes(free)} free; record fewer observables or replicas, "
                              "or write elsewhere with -o")
 
     # -- creation ---------------------------------------------------------------------------
@@ -227,10 +437,10 @@ class RunWriter:
         rows = max(1, min(r, (4 << 20) // (p * self.param_dtype.itemsize)))
         return (1, rows, p)
 
-    def _write_header(self, data, params_initial, backend, device, history):
+    def _write_header(self, data, params_initial, backend, device, history, writer):
         f, cfg = self.file, self.config
         st = _write_shared_header(f, cfg, layout=None, n_replicas=self.replicas, backend=backend, device=device,
-                                  history=history, n_params=self.n_params)
+                                  writer=writer, history=history, n_params=self.n_params)
         f.create_group("model").attrs.update(cfg.model_attributes())
         training = f.create_group("training")
         training.attrs.update(cfg.training_attributes())
@@ -322,6 +532,7 @@ class RunWriter:
             ds.dims[0].attach_scale(g["t_w"])
             ds.dims[1].attach_scale(g["tau"])
 
+    @_io_guarded
     def write_snapshot(self, wait_index: int, params: np.ndarray):
         """Store theta(t_w) of every replica (needed to resume the two-time observables)."""
         self.file["two_time/theta_w"][wait_index] = params
@@ -354,11 +565,13 @@ class RunWriter:
     def block_full(self) -> bool:
         return len(self._pending) >= self.block_records
 
+    @_io_guarded
     def write_records(self, steps, times, arrays: dict):
         """Append k complete records ([k] steps and times, {name: [k, replica, ...]}), then commit them."""
         k = len(steps)
         if k == 0:
             return
+        _ensure_room(self, sum(np.asarray(arrays[name]).nbytes for name in self.observables) + 24 * k + _WRITE_SLACK)
         n0, n1 = self.n_records, self.n_records + k
         for ds, values in ((self.file["time/step"], steps), (self.file["observables/record"], steps),
                            (self.file["time/t"], times)):
@@ -386,9 +599,12 @@ class RunWriter:
         self._pending.clear()
         self.write_records(steps, times, arrays)
 
+    @_io_guarded
     def checkpoint(self, step: int, params: np.ndarray, replica_failed_step: np.ndarray):
         """Write queued records, then a complete checkpoint into the free slot, then flip to it."""
         self.write_block()
+        # the slots exist at their full size, but their chunks are allocated when first written
+        _ensure_room(self, params.nbytes + _WRITE_SLACK if self._slot < 1 else _WRITE_SLACK)
         slot = 1 - self._slot if self._slot >= 0 else 0
         ck = self.file["checkpoint"]
         ck["params"][slot] = params
@@ -399,6 +615,7 @@ class RunWriter:
         self._commit_checkpoint(slot)
         self.set_status(STATUS_RUNNING, f"running; checkpoint at step {step}", last_step=step)
         self.file.flush()
+        self.last_checkpoint = (int(step), self.n_records)
 
     def _commit_checkpoint(self, slot: int):
         """The commit point of a checkpoint: flip the active slot once the slot is complete on disk."""
@@ -412,6 +629,7 @@ class RunWriter:
         st["replica"][()] = int(replica)
         st["failed_step"][()] = int(failed_step)
 
+    @_io_guarded
     def finish(self, step: int, params: np.ndarray, code: str, message: str, *, replica=-1, failed_step=-1,
                replica_failed_step=None):
         """Final write: queued records, a last checkpoint, ``/params/final`` and the status.
@@ -436,8 +654,16 @@ class RunWriter:
         self.file.flush()
 
     def close(self):
-        if getattr(self, "file", None) is not None and self.file.id.valid:
-            self.file.close()
+        try:
+            if getattr(self, "file", None) is not None and self.file.id.valid:
+                try:
+                    self.file.close()
+                except (OSError, RuntimeError):
+                    if not getattr(self, "_failed", False):
+                        raise  # after a failed write the close's own flush may fail too: already reported
+        finally:
+            if getattr(self, "lock", None) is not None:
+                self.lock.release()
 
     def __enter__(self):
         return self
@@ -543,6 +769,7 @@ class RunReader:
                          "params/initial"):
             if required not in self.file:
                 raise StoreError(f"{self.path} is incomplete: '/{required}' is missing")
+        _verify_config(self.path, self.file)
         self.n_records = int(self.file["status/n_records"][()])
 
     def close(self):
@@ -680,6 +907,10 @@ class RunReader:
             if finite.size:
                 lines.append(f"final loss  train mean {finite.mean():.6g} (median {np.median(finite):.6g}, "
                              f"{finite.size}/{last.size} replicas finite) at step {steps[-1]}")
+        if "checkpoint/params" not in self.file or "checkpoint/step" not in self.file:
+            raise StoreError(f"{self.path} is damaged: its checkpoint ('/checkpoint/params' or '/checkpoint/step') "
+                             "is missing; its records can still be read (RunReader, analysis report), but it "
+                             "cannot be resumed")
         try:
             ck = self.checkpoint
             lines.append(f"checkpoint  step {ck['step']}, {ck['n_records']} records")
@@ -688,8 +919,7 @@ class RunReader:
         where = f" (replica {st['replica']}, step {st['failed_step']})" if st["replica"] >= 0 else ""
         lines.append(f"status      {st['code']}: {st['message']}{where}")
         if st["code"] == STATUS_RUNNING:
-            lines.append("            (still being written, or its process was stopped: "
-                         "'dynsim resume' continues it from the checkpoint)")
+            lines.append(f"writer      {writer_state(self.path, a)}")
         return "\n".join(lines)
 
 
@@ -727,6 +957,8 @@ def _prepare_output(path: Path, overwrite: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the output directory {path.parent}: {exc.strerror}") from None
+    if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+        raise StoreError(f"cannot write to {path.parent}: it is on a read-only file system; choose another -o")
     if not os.access(path.parent, os.W_OK):
         raise StoreError(f"cannot write to directory {path.parent}: permission denied; choose another -o")
 
@@ -744,9 +976,11 @@ class ChainWriter:
         in the order of the blocks that will be written."""
         self = cls.__new__(cls)
         self.path = Path(path)
+        self.lock = WriterLock(self.path).acquire()
         try:
             self.file = h5py.File(self.path, "r+", libver=_LIBVER)
         except OSError as exc:
+            self.lock.release()
             raise StoreError(f"cannot open {self.path} for resuming: {exc}") from None
         try:
             if self.file.attrs.get("experiment") != LAYOUT_CHAIN:
@@ -759,13 +993,30 @@ class ChainWriter:
             self.replicas_done = int(self.file["status/replicas_done"][()])
         except (StoreError, KeyError, OSError) as exc:
             self.file.close()
+            self.lock.release()
             raise StoreError(f"{self.path} cannot be resumed: {exc}") from None
+        self.file.attrs.update(dict(writer_host=self.lock.identity["host"], writer_pid=self.lock.identity["pid"],
+                                    writer_started=self.lock.identity["started"]))
         self.file.swmr_mode = True
         return self
 
     def __init__(self, path, *, config, inputs, measures, overwrite=False):
         self.path = Path(path)
-        _prepare_output(self.path, overwrite)
+        self.file = None
+        _prepare_output(self.path, overwrite=True)  # existence is checked under the lock, below
+        self.lock = WriterLock(self.path).acquire()
+        try:
+            if self.path.exists() and not overwrite:
+                raise StoreError(f"{self.path} already exists; pass --overwrite to replace it")
+            self._create(config, inputs, measures)
+        except BaseException:
+            if self.file is not None and self.file.id.valid:
+                self.file.close()
+            self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
+            self.lock.release()
+            raise
+
+    def _create(self, config, inputs, measures):
         self.config = config
         model, n_probes = config.model, inputs.probes.shape[0]
         self.replicas = config.run.replicas
@@ -774,8 +1025,8 @@ class ChainWriter:
         need = (len(self.measures) * n_probes + 1) * layers * self.replicas * 8
         free = shutil.disk_usage(self.path.parent).free
         if need // 2 > free:  # gzip at best halves float64 data of this kind
-            raise StoreError(f"the output needs about {need / 2**30:.2f} GiB but {self.path.parent} has "
-                             f"{free / 2**30:.2f} GiB free; use fewer replicas or probes, or write elsewhere with -o")
+            raise StoreError(f"the output needs about {format_bytes(need // 2)} but {self.path.parent} has "
+                             f"{format_bytes(free)} free; use fewer replicas or probes, or write elsewhere with -o")
         partial = self.path.with_name(self.path.name + ".partial")
         try:
             self.file = h5py.File(partial, "w", libver=_LIBVER)
@@ -783,7 +1034,7 @@ class ChainWriter:
             raise StoreError(f"cannot create {partial}: {exc}") from None
         f = self.file
         st = _write_shared_header(f, config, layout=LAYOUT_CHAIN, n_replicas=self.replicas, backend="cpu",
-                                  device="cpu")
+                                  device="cpu", writer=self.lock.identity)
         f.create_group("model").attrs.update(model.attributes())
         g = f.create_group("inputs")
         g.attrs["source"] = config.inputs.source
@@ -822,6 +1073,7 @@ class ChainWriter:
         os.replace(partial, self.path)
         self.replicas_done = 0
 
+    @_io_guarded
     def write_block(self, first: int, train_log_gain: np.ndarray, measures: np.ndarray):
         """Write replicas first..first+B-1 ([layers, B] and [measure, layers, B, probes]), then commit them."""
         if first != self.replicas_done:
@@ -840,9 +1092,13 @@ class ChainWriter:
         _write_status_text(self.file, code, message)
 
     def close(self):
-        if getattr(self, "file", None) is not None and self.file.id.valid:
-            self.file.flush()
-            self.file.close()
+        try:
+            if getattr(self, "file", None) is not None and self.file.id.valid:
+                self.file.flush()
+                self.file.close()
+        finally:
+            if getattr(self, "lock", None) is not None:
+                self.lock.release()
 
     def __enter__(self):
         return self
@@ -908,6 +1164,7 @@ class ChainReader:
             for required in ("config", "model", "inputs/probes", "chain/train_log_gain", "status/replicas_done"):
                 if required not in self.file:
                     raise StoreError(f"{self.path} is incomplete: '/{required}' is missing")
+            _verify_config(self.path, self.file)
             self.replicas_done = int(self.file["status/replicas_done"][()])
         except StoreError:
             self._h5.close()
@@ -983,6 +1240,8 @@ class ChainReader:
             "measures    [layer, replica, probe]: " + ", ".join(self.measure_names),
             f"status      {st['code']}: {st['message']}",
         ]
+        if st["code"] == STATUS_RUNNING:
+            lines.append(f"writer      {writer_state(self.path, a)}")
         return "\n".join(lines)
 
 

@@ -145,7 +145,7 @@ def load_sweep(path, *, output=None, scheduler=None) -> Sweep:
             config = kinds.config_from_mapping(mapping)
         except ConfigError as exc:
             where = ", ".join(f"{k} = {v!r}" for k, v in values.items())
-            raise ConfigError(exc.field, f"{exc} (in sweep point {i}: {where})") from None
+            raise ConfigError(exc.field, f"{exc.detail} (in sweep point {i}: {where})") from None
         points.append(SweepPoint(i, values, config))
     out = Path(output) if output else path.parent / data.get("output", path.stem)
     retries = data.get("retries", 2)

@@ -76,7 +76,7 @@ def replace(config: Config, **sections) -> Config:
 def file_datasets(path, skip_prefix="checkpoint/", group=None):
     """Every dataset of a run file (or of a run stored as ``group`` of a merged sweep file) as
     {name: array} (the checkpoint slots, whose fill order depends on the run's history, skipped),
-    and the root attributes that carry no timestamp."""
+    and the root attributes that carry no timestamp or writer's identity."""
     out = {}
     # as dynsim opens files: one whose writer was killed after its last write but before closing
     # (the SIGKILL test can hit that window) still carries HDF5's "open for write" flag
@@ -87,7 +87,9 @@ def file_datasets(path, skip_prefix="checkpoint/", group=None):
             if isinstance(obj, h5py.Dataset) and not name.startswith(skip_prefix):
                 out[name] = obj[()]
         root.visititems(visit)
-        attrs = {k: str(v) for k, v in root.attrs.items() if k not in ("created", "history")}
+        # when and by which process a file was written is not part of what it holds
+        attrs = {k: str(v) for k, v in root.attrs.items()
+                 if k not in ("created", "history", "writer_host", "writer_pid", "writer_started")}
     return out, attrs
 
 

@@ -244,7 +244,7 @@ def test_observables_match_cpu(name):
 
 # -- whole runs: HDF5 layout and divergence --------------------------------------------------------
 
-_RUN_SPECIFIC_ATTRS = {"backend", "device", "created", "history"}
+_RUN_SPECIFIC_ATTRS = {"backend", "device", "created", "history", "writer_host", "writer_pid", "writer_started"}
 
 
 def _tree(path):

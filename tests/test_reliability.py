@@ -146,7 +146,8 @@ def test_run_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
     cfg = small_config(run=dict(replicas=200), record=dict(compression="none"))
-    with pytest.raises(StoreError, match="GiB free; record fewer observables"):
+    # sizes below a GiB in MB (issue 20: "0.00 GiB free" told the user nothing)
+    with pytest.raises(StoreError, match=r"needs about [0-9.]+ MB but .* has 0\.0 MB free; record fewer observables"):
         Simulation(cfg).run(tmp_path / "big.h5", progress=False)
     assert not (tmp_path / "big.h5").exists()
 

@@ -144,6 +144,7 @@ def test_bad_axis_is_one_clear_error_before_any_task(tmp_path, axes, field, frag
     with pytest.raises(ConfigError) as err:
         load_sweep(path)
     assert err.value.field == field and fragment in str(err.value), str(err.value)
+    assert str(err.value).count("config field") == 1  # the field is named once, not once per layer
     proc = run_cli("sweep", path)
     assert proc.returncode == 2 and proc.stderr.startswith("dynsim: error:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing started

@@ -9,6 +9,7 @@ engine imports no kind: kinds import it.
 """
 import dataclasses
 import datetime
+import math
 import os
 import signal
 import sys
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import results_digest
 from ..spec import ConfigError
-from ..store import DATA_NAMES, STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter, StoreError
+from ..store import (DATA_NAMES, STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, RunReader, RunWriter,
+                     StoreError, WriterLock, check_free_space_for_copy)
 from .cpu import STATUS_NONFINITE, STATUS_OK, CpuBackend
 from ..observables.representation import two_time_update
 
@@ -33,6 +36,7 @@ class RunResult:
     last_step: int
     params: np.ndarray
     failed_replicas: np.ndarray
+    written: bool = True  # False when the command had nothing to do (resuming a complete file)
 
     @property
     def ok(self) -> bool:
@@ -84,8 +88,8 @@ class TimeLoop:
         raise NotImplementedError
 
     def named_inputs(self) -> dict:
-        """{name: (array, description)} of inputs the kind's measurements use beyond its data set,
-        stored as ``/inputs/NAME`` (none by default)."""
+        """{name: (array, description, axis names)} of inputs the kind's measurements use beyond its
+        data set, stored as ``/inputs/NAME`` (none by default)."""
         return {}
 
     @property
@@ -123,9 +127,33 @@ class TimeLoop:
             two_time_update(snapshots[0, :1], snapshots, none_taken, buffers["autocorrelation"][:1],
                             buffers["msd"][:1])
 
+    def memory_needed(self) -> int:
+        """Bytes the loop will hold: the parameters (with their host copy, the snapshots of the two-time
+        grid and a checkpoint's worth of slack) and one record's buffers."""
+        cfg = self.config
+        replicas = cfg.run.replicas
+        n_params = int(cfg.model_attributes().get("n_params", 0))
+        itemsize = np.dtype(getattr(cfg.run, "dtype", np.float64)).itemsize
+        sizes = cfg.dim_sizes(self.data.x_probe.shape[0], self.data.x_source.shape[0], len(self.waits))
+        specs = cfg.observable_specs()
+        per_replica = sum(int(np.prod([sizes[d] for d in specs[n].dims], dtype=np.int64)) for n in cfg.observables)
+        return replicas * (n_params * itemsize * (3 + len(self.waits)) + per_replica * 8)
+
+    def check_memory(self):
+        """Refuse, naming the number, a run whose arrays cannot fit in this machine's memory (instead
+        of a failed allocation, or swapping, after the file was created)."""
+        need = self.memory_needed()
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > 0.8 * total:
+            raise ConfigError("run.replicas", f"got {self.config.run.replicas}: the run needs about "
+                                              f"{need / 2**30:.1f} GiB of memory and this machine has "
+                                              f"{total / 2**30:.1f} GiB; lower run.replicas (or the recorded "
+                                              "observables), or split the ensemble over a sweep of run.seed")
+
     def run(self, path, *, overwrite=False, progress=None) -> RunResult:
         """Train from initialisation to ``run.steps`` and write ``path``."""
         cfg = self.config
+        self.check_memory()
         params = self.initial_params()
         writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
                            observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
@@ -150,8 +178,13 @@ class TimeLoop:
         self.warm_up(work, status, failed_step, step, buffers, snapshots)
         # the bar starts after the kernels are compiled (or loaded), so that its rate and ETA are true
         bar = _progress_bar(cfg.run.steps, step, progress)
-        last_checkpoint = time.monotonic()
-        every = cfg.record.checkpoint_steps or cfg.run.steps + 1
+        policy = CheckpointPolicy(cfg.run.steps, cfg.record.checkpoint_seconds, cfg.record.checkpoint_steps,
+                                  chunk_steps=self.chunk_steps, param_bytes=params.nbytes)
+
+        def checkpoint():
+            started = time.monotonic()
+            writer.checkpoint(step, host(), failed_step)
+            policy.done(started, time.monotonic())
 
         def host():
             if work is not params:
@@ -160,7 +193,7 @@ class TimeLoop:
         try:
             for target in self.record_steps[first_record:]:
                 while step < target:
-                    next_checkpoint = (step // every + 1) * every
+                    next_checkpoint = policy.next_step(step)
                     s1 = min(int(target), step + self.chunk_steps, next_checkpoint)
                     self.advance(work, step, s1, status, failed_step)
                     if cfg.run.on_divergence == "stop" and np.any(status != STATUS_OK):
@@ -168,20 +201,18 @@ class TimeLoop:
                         return self._diverged(writer, host(), status, failed_step, step, stopped=True)
                     bar.update(s1 - step)
                     step = s1
-                    if (step == next_checkpoint
-                            or time.monotonic() - last_checkpoint > cfg.record.checkpoint_seconds):
-                        writer.checkpoint(step, host(), failed_step)
-                        last_checkpoint = time.monotonic()
+                    if step == next_checkpoint or policy.due_by_time(time.monotonic()):
+                        checkpoint()
                     _check_stop()
                 self.measure(work, buffers)
                 if self.host_observables:  # CPU-only observables of a CUDA run, on the host copy
                     self.measure_on_host(host(), buffers)
                 if len(self.waits):
                     self.two_time(step, host(), snapshots, writer, buffers)
+                _blank_diverged(buffers, status)
                 writer.append(step, step * time_step, buffers)
                 if writer.block_full:
-                    writer.checkpoint(step, host(), failed_step)
-                    last_checkpoint = time.monotonic()
+                    checkpoint()
                 _check_stop()
         except KeyboardInterrupt:
             bar.close()
@@ -194,6 +225,9 @@ class TimeLoop:
         if np.any(status != STATUS_OK):
             return self._diverged(writer, params, status, failed_step, step, stopped=False)
         message = f"completed {step} steps, {writer.records_total} records"
+        if writer.records_total < cfg.record.n_records:
+            message += (f" (record.n_records = {cfg.record.n_records}: {cfg.record.spacing}-spaced record steps "
+                        "that fall on the same step are recorded once)")
         writer.finish(step, params, STATUS_COMPLETED, message)
         return RunResult(str(writer.path), STATUS_COMPLETED, message, step, params, np.zeros(0, dtype=np.int64))
 
@@ -204,6 +238,9 @@ class TimeLoop:
         if stopped:
             message = (f"diverged: non-finite loss gradient or parameters in {where} "
                        f"({bad.size} replica(s) affected); run stopped, records up to step {step} kept")
+        elif bad.size == len(status):
+            message = (f"diverged: every replica ({bad.size}) frozen after a non-finite loss, first {where}; "
+                       f"none trained to step {step}")
         else:
             message = (f"diverged: {bad.size} replica(s) frozen after non-finite loss, first {where}; "
                        f"the others completed {step} steps")
@@ -213,6 +250,70 @@ class TimeLoop:
 
 
 _COPY_RECORDS = 256  # records copied per block on resume
+
+
+class CheckpointPolicy:
+    """When the time loop checkpoints, besides every block write.
+
+    A kill loses the work since the last checkpoint, which the defaults bound twice, whichever comes
+    first:
+
+    * by steps: every ``record.checkpoint_steps``, by default every ``RUN_FRACTION`` (5 %) of the
+      run, at exactly those steps (chunks end there), so that where checkpoints fall is part of the
+      run, not of the machine. The default interval is widened, from the config alone, to as many
+      chunks as keep checkpoints under ``MAX_OVERHEAD`` (1 %) of the compute: a checkpoint costs
+      about ``FIXED_SECONDS`` plus the parameters at ``WRITE_BYTES_PER_S``, a chunk at least
+      ``CHUNK_SECONDS`` (both measured on a 2-core machine, benchmarks/RESULTS.md, 2026-12-04). A
+      W1-sized run of a quarter of a second therefore checkpoints only at its block writes.
+    * by wall time: at most ``record.checkpoint_seconds`` (10 s), checked after each chunk, and
+      only once at least ``1 / MAX_OVERHEAD`` times the last checkpoint's duration has passed
+      (``checkpoint_seconds = 0``: after every chunk, whatever it costs).
+    """
+
+    RUN_FRACTION = 0.05
+    MAX_OVERHEAD = 0.01
+    FIXED_SECONDS = 2e-3
+    WRITE_BYTES_PER_S = 2e8
+    CHUNK_SECONDS = 0.1
+
+    def __init__(self, steps: int, seconds: float, checkpoint_steps=None, *, chunk_steps: int = 1,
+                 param_bytes: int = 0, now: float | None = None):
+        self.seconds = seconds
+        if checkpoint_steps:
+            self.every = int(checkpoint_steps)
+        else:
+            cost = self.FIXED_SECONDS + param_bytes / self.WRITE_BYTES_PER_S
+            chunks = math.ceil(cost / (self.MAX_OVERHEAD * self.CHUNK_SECONDS))
+            self.every = max(math.ceil(steps * self.RUN_FRACTION), chunks * max(1, int(chunk_steps)))
+        self.last_time = time.monotonic() if now is None else now
+        self.last_cost = 0.0
+
+    def next_step(self, step: int) -> int:
+        """The next step after ``step`` at which a checkpoint is due by steps."""
+        return (step // self.every + 1) * self.every
+
+    def due_by_time(self, now: float) -> bool:
+        if self.seconds == 0:  # asked for explicitly: a checkpoint after every chunk, whatever it costs
+            return True
+        elapsed = now - self.last_time
+        return elapsed > self.seconds and elapsed >= self.last_cost / self.MAX_OVERHEAD
+
+    def done(self, started: float, ended: float):
+        self.last_time, self.last_cost = ended, ended - started
+
+
+def _blank_diverged(buffers: dict, status: np.ndarray):
+    """Store NaN, never inf or a frozen replica's stale values, for a replica that has diverged: one
+    flagged by the kernels (non-finite gradient or parameters; its step is in /status), or whose
+    training loss is no longer finite at this record. Analysis then leaves exactly those out."""
+    gone = status != STATUS_OK
+    loss = buffers.get("loss_train")
+    if loss is not None and loss.shape[:1] == gone.shape:
+        gone = gone | ~np.isfinite(loss)
+    if gone.any():
+        for values in buffers.values():
+            if values.shape[:1] == gone.shape and values.dtype.kind == "f":
+                values[gone] = np.nan
 
 
 def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_config=None) -> RunResult:
@@ -227,58 +328,19 @@ def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_c
     loses nothing either. With ``expect_config``, a file made from a different config is refused.
     """
     path = Path(path)
-    with RunReader(path) as reader:
-        if expect_config is not None and expect_config.digest() != reader.config_digest:
-            raise StoreError(f"{path} was made with a different config (sha256 {reader.config_digest[:12]}..., "
-                             f"given {expect_config.digest()[:12]}...); refusing to resume it with this one")
-        status = reader.status
-        if status["code"] == STATUS_COMPLETED:
-            return RunResult(str(path), STATUS_COMPLETED, f"{path} is already complete; nothing to resume",
-                             status["last_step"], reader.dataset("params/final"), np.zeros(0, dtype=np.int64))
-        if status["code"] == STATUS_DIVERGED:
-            raise StoreError(f"{path} diverged ({status['message']}); resuming would diverge again: "
-                             "change the config and start a new run")
-        config = parse_config(reader.config_text, f"{path}:/config")
-        sim = make_runner(config)
-        stored = reader.data()
-        for name in DATA_NAMES + ("x_probe", "source_index"):
-            if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
-                raise StoreError(f"{path}: this dynsim version generates different task data ({name}) from the "
-                                 "same config; resume with the version that wrote the file")
-        stored_inputs = reader.inputs()
-        if stored_inputs.keys() != sim.named_inputs().keys() or any(
-                not np.array_equal(stored_inputs[name], values) for name, (values, _) in sim.named_inputs().items()):
-            raise StoreError(f"{path}: this dynsim version generates different inputs (/inputs) from the same "
-                             "config; resume with the version that wrote the file")
-        initial = reader.dataset("params/initial")
-        if not np.array_equal(initial, sim.initial_params()):
-            raise StoreError(f"{path}: this dynsim version draws different initial parameters; "
-                             "resume with the version that wrote the file")
-        ck = reader.checkpoint
-        n_done = ck["n_records"]
-        steps = reader.file["time/step"][:n_done]
-        if not np.array_equal(steps, sim.record_steps[:n_done]):
-            raise StoreError(f"{path}: its record steps do not follow the config's schedule; cannot resume")
-        history = str(reader.attrs.get("history", ""))
-        tmp = path.with_name(path.name + ".resume-tmp")
-        writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
-                           backend=sim.backend.name, device=sim.backend.device, overwrite=True,
-                           history=f"{history}; resumed at step {ck['step']} at {_now()}",
-                           two_time=(sim.waits, sim.lags), inputs=sim.named_inputs())
-        snapshots = np.full((len(sim.waits),) + initial.shape, np.nan, dtype=initial.dtype)
-        try:
-            for k0 in range(0, n_done, _COPY_RECORDS):
-                k1 = min(n_done, k0 + _COPY_RECORDS)
-                writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1],
-                                     {n: reader.file["observables"][n][k0:k1] for n in config.observables})
-            for i in np.flatnonzero(sim.waits <= ck["step"]):
-                snapshots[i] = reader.file["two_time/theta_w"][i]
-                writer.write_snapshot(int(i), snapshots[i])
-            writer.checkpoint(ck["step"], ck["params"], ck["replica_failed_step"])
-        except BaseException:
-            writer.close()
-            tmp.unlink(missing_ok=True)
-            raise
+    if not path.exists():
+        raise StoreError(f"{path}: no such file")
+    lock = WriterLock(path).acquire()  # before anything is read or written: one writer per file
+    try:
+        with RunReader(path) as reader:
+            prepared = _prepare_resume(path, reader, parse_config, make_runner, expect_config, lock)
+    except BaseException:
+        lock.release()
+        raise
+    if isinstance(prepared, RunResult):  # nothing to do
+        lock.release()
+        return prepared
+    sim, writer, tmp, ck, n_done, snapshots = prepared
     os.replace(tmp, path)  # atomic: PATH is the old file or the complete copy, never a mixture
     writer.path = path
     try:
@@ -286,6 +348,75 @@ def resume_time_loop(path, *, parse_config, make_runner, progress=None, expect_c
                          snapshots)
     finally:
         writer.close()
+
+
+def _prepare_resume(path, reader, parse_config, make_runner, expect_config, lock):
+    """Check the file against its config and rebuild its committed prefix into PATH.resume-tmp;
+    a ``RunResult`` instead when there is nothing to resume."""
+    config = parse_config(reader.config_text, f"{path}:/config")
+    if expect_config is not None and results_digest(expect_config) != results_digest(config):
+        raise StoreError(f"{path} was made with a different config (sha256 {reader.config_digest[:12]}..., "
+                         f"given {expect_config.digest()[:12]}...); refusing to resume it with this one")
+    status = reader.status
+    if status["code"] == STATUS_COMPLETED:
+        return RunResult(str(path), STATUS_COMPLETED, f"{path} is already complete; nothing to resume",
+                         status["last_step"], reader.dataset("params/final"), np.zeros(0, dtype=np.int64),
+                         written=False)
+    if status["code"] == STATUS_DIVERGED:
+        raise StoreError(f"{path} diverged ({status['message']}); resuming would diverge again: "
+                         "change the config and start a new run")
+    sim = make_runner(config)
+    try:
+        stored = reader.data()
+        stored_inputs = reader.inputs()
+        initial = reader.dataset("params/initial")
+        ck = reader.checkpoint
+        n_done = ck["n_records"]
+        steps = reader.file["time/step"][:n_done]
+        missing = [name for name in config.observables if name not in reader.file["observables"]]
+        if len(sim.waits) and "two_time/theta_w" not in reader.file:
+            missing.append("two_time/theta_w")
+    except KeyError as exc:
+        raise StoreError(f"{path} is damaged, it cannot be resumed: {exc}; rerun it from its config") from None
+    if missing:
+        raise StoreError(f"{path} is damaged, it cannot be resumed: '/observables/{missing[0]}' is missing; "
+                         "rerun it from its config")
+    for name in DATA_NAMES + ("x_probe", "source_index"):
+        if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
+            raise StoreError(f"{path}: this dynsim version generates different task data ({name}) from the "
+                             "same config; resume with the version that wrote the file")
+    if stored_inputs.keys() != sim.named_inputs().keys() or any(
+            not np.array_equal(stored_inputs[name], values) for name, (values, *_) in sim.named_inputs().items()):
+        raise StoreError(f"{path}: this dynsim version generates different inputs (/inputs) from the same "
+                         "config; resume with the version that wrote the file")
+    if not np.array_equal(initial, sim.initial_params()):
+        raise StoreError(f"{path}: this dynsim version draws different initial parameters; "
+                         "resume with the version that wrote the file")
+    if not np.array_equal(steps, sim.record_steps[:n_done]):
+        raise StoreError(f"{path}: its record steps do not follow the config's schedule; cannot resume")
+    check_free_space_for_copy(path)
+    history = str(reader.attrs.get("history", ""))
+    tmp = path.with_name(path.name + ".resume-tmp")
+    writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
+                       backend=sim.backend.name, device=sim.backend.device, overwrite=True,
+                       history=f"{history}; resumed at step {ck['step']} at {_now()}",
+                       two_time=(sim.waits, sim.lags), inputs=sim.named_inputs(), lock=lock)
+    snapshots = np.full((len(sim.waits),) + initial.shape, np.nan, dtype=initial.dtype)
+    try:
+        for k0 in range(0, n_done, _COPY_RECORDS):
+            k1 = min(n_done, k0 + _COPY_RECORDS)
+            writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1],
+                                 {n: reader.file["observables"][n][k0:k1] for n in config.observables})
+        for i in np.flatnonzero(sim.waits <= ck["step"]):
+            snapshots[i] = reader.file["two_time/theta_w"][i]
+            writer.write_snapshot(int(i), snapshots[i])
+        writer.checkpoint(ck["step"], ck["params"], ck["replica_failed_step"])
+    except BaseException:
+        writer.lock = None  # the caller releases it
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return sim, writer, tmp, ck, n_done, snapshots
 
 
 def _now() -> str:
