@@ -101,6 +101,10 @@ def training_section(source, plt):
              f"- file `{source.path}`, status {status['code']}, {rd.n_records} records to step {rd.steps[-1]} "
              f"(t = {t[-1]:g}), {rd.attrs.get('n_replicas')} replicas",
              f"- fit window t in [{win[0]:g}, {win[1]:g}]"]
+    if "measured_from" in rd.attrs:  # a 'dynsim measure' file: name the run it was measured from
+        lines.append(f"- measured afterwards from `{rd.attrs['measured_from']}` (its recorded trajectory)")
+    if "loss_train" not in rd.observable_names:
+        return lines, {}, []
     loss = rd.observable("loss_train")
     fig, ax = plt.subplots(figsize=(5, 3.6))
     band_plot(ax, t, loss, "train")

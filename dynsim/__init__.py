@@ -45,4 +45,8 @@ def __getattr__(name):
         from .reading import open_run
 
         return open_run
+    if name == "measure":  # and dynsim.measure(run, observables=..., probes=...): measured afterwards
+        from .trajectory import measure
+
+        return measure
     raise AttributeError(f"module 'dynsim' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Command line: ``dynsim run | resume | info | repair | sweep | compile | derive | config-keys``.
+"""Command line: ``dynsim run | resume | info | repair | measure | sweep | compile | derive | config-keys``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad input (config, arguments, files; also a file that
 another dynsim process is writing), 3 the run diverged, 130 interrupted, 141 the output pipe was
@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="the kind of experiment ([model] kind; default: simple)")
     which.add_argument("--all", action="store_true", help="every kind")
     k.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    m = sub.add_parser("measure", help="recompute observables from a run's recorded trajectory ([record] params) "
+                                       "into a new run file")
+    m.add_argument("file", help="HDF5 run file that records its parameters")
+    m.add_argument("-o", "--output", required=True, help="HDF5 output for the measurements")
+    m.add_argument("--observables", nargs="+", metavar="NAME", help="what to measure (default: what the run recorded)")
+    where = m.add_mutually_exclusive_group()
+    where.add_argument("--probes", metavar="FILE.npy", help="probe inputs [n, input_dim] instead of the run's")
+    where.add_argument("--probe-grid", type=int, metavar="N", help="N probes per input axis over the training "
+                                                                    "inputs' range (input_dim 1 or 2)")
+    m.add_argument("--sources", nargs="+", type=int, metavar="INDEX", help="source samples (training-set indices)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    m.add_argument("-q", "--quiet", action="store_true", help="no summary")
     w = sub.add_parser("sweep", help="run a parameter sweep on dask.distributed (local cluster by default)")
     w.add_argument("sweep", help="sweep TOML file: base config plus axes")
     w.add_argument("-o", "--output", help="directory for the points (default: from the sweep file); "
@@ -126,6 +138,25 @@ def _cmd_repair(args) -> int:
     return EXIT_OK
 
 
+def _cmd_measure(args) -> int:
+    import numpy as np
+
+    from .trajectory import measure_run
+    from .spec import ConfigError
+
+    probes = None
+    if args.probes:
+        try:
+            probes = np.load(args.probes)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("--probes", f"cannot read {args.probes} as a .npy array: {exc}") from None
+    out = measure_run(args.file, args.output, observables=args.observables, probes=probes,
+                      probe_grid_points=args.probe_grid, sources=args.sources, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"dynsim: measured {args.file}; wrote {out}")
+    return EXIT_OK
+
+
 def _cmd_derive(args) -> int:
     from .theory.cli import run_derive
 
@@ -204,7 +235,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "info": _cmd_info, "config-keys": _cmd_config_keys,
                 "derive": _cmd_derive, "sweep": _cmd_sweep, "compile": _cmd_compile,
-                "repair": _cmd_repair}
+                "repair": _cmd_repair, "measure": _cmd_measure}
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit

@@ -68,6 +68,15 @@ class RecordSchedule(Section):
     checkpoint_steps: int = option(None, "int", "checkpoint every this many steps, instead of every 5 % of the run",
                                    minimum=1, optional=True)
     compression: str = option("gzip", "str", "HDF5 filter of the record datasets", choices=("gzip", "lzf", "none"))
+    params: object = option(None, "all_or_count", "record the parameter vector theta of every replica (true) or of "
+                                                  "the first N replicas at every record time, for 'dynsim measure' "
+                                                  "afterwards (default: off)", optional=True, maximum=2**32 - 1)
+
+    def recorded_params(self, replicas: int) -> int:
+        """How many replicas' parameter vectors are recorded (the first ones), out of ``replicas``."""
+        if self.params is True:
+            return replicas
+        return min(int(self.params or 0), replicas)
 
 
 @dataclasses.dataclass(frozen=True)

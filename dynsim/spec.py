@@ -36,7 +36,8 @@ class ConfigFileError(ConfigError):
 
 
 _KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-          "str_list": "a list of strings", "int_list": "a list of integers"}
+          "str_list": "a list of strings", "int_list": "a list of integers",
+          "all_or_count": "true (all), false (none) or a whole number"}
 
 
 def option(default, kind: str, doc: str, *, choices=None, minimum=None, maximum=None,
@@ -84,6 +85,8 @@ def _coerce(value: Any, meta, field: str):
         ok = isinstance(value, str)
     elif kind == "bool":
         ok = isinstance(value, bool)
+    elif kind == "all_or_count":
+        ok = isinstance(value, bool) or (isinstance(value, int) and value >= 0)
     elif kind == "int_list":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         value = tuple(value) if ok else value
@@ -105,6 +108,8 @@ def _coerce(value: Any, meta, field: str):
             if item not in meta["choices"]:
                 raise ConfigError(field, f"got {item!r}; {_describe_allowed(meta)}")
     low, high = meta["minimum"], meta["maximum"]
+    if isinstance(value, bool):  # true/false of an all_or_count: no range to check
+        return value
     if low is not None and (value < low or (meta["exclusive_minimum"] and value == low)):
         raise ConfigError(field, f"got {value!r}; {_describe_allowed(meta)}")
     if high is not None and value > high:

@@ -29,6 +29,8 @@ Layout (format_version 1)::
     /two_time/autocorrelation, msd   [t_w, tau, replica] (filled at the end; RunReader.two_time reads
                             them from the records while the run is going)
     /two_time/ntk, response, response_linear   [t_w, replica, ...]: their records at t = t_w
+    /trajectory/params      [record, replica, n_params]: theta of the first replicas at every record, with
+                            [record] params = true | N (chunked by record, the record datasets' filter)
     /params/initial         [replica, n_params]
     /params/final           [replica, n_params] (NaN until the run ends)
     /checkpoint/params      [2, replica, n_params]  two slots, written alternately
@@ -316,6 +318,7 @@ def _ensure_room(writer, need: int):
 
 
 _WRITE_SLACK = 1 << 20  # HDF5 metadata, chunk index growth, the status and checkpoint writes
+_TRAJECTORY = "trajectory/params"
 
 
 def _io_guarded(method):
@@ -347,11 +350,15 @@ class RunWriter:
     """Creates a run file and appends records, checkpoints and status to it (SWMR mode)."""
 
     def __init__(self, path, *, config, data, params_initial, observables, backend="cpu", device="cpu",
-                 overwrite=False, history="", two_time=None, inputs=None, lock=None):
+                 overwrite=False, history="", two_time=None, inputs=None, lock=None, trajectory_replicas=0,
+                 provenance=None):
         """``inputs``: {name: (array, description, dims)} of a kind's own named inputs, stored as
         ``/inputs/NAME`` with the names of its axes (the deep MLP's noise inputs and basin samples). ``lock``: a held
         ``WriterLock`` to keep until ``close`` (resume builds its copy under another name while
-        holding the lock of the file it replaces); by default the writer locks ``path`` itself."""
+        holding the lock of the file it replaces); by default the writer locks ``path`` itself.
+        ``trajectory_replicas``: record the parameters of that many (the first) replicas with every
+        record (``/trajectory/params``). ``provenance``: extra root attributes (``dynsim measure``
+        names the run it measured)."""
         self.path = Path(path)
         self.file = None
         _prepare_output(self.path, overwrite=True)  # existence is checked under the lock, below
@@ -360,7 +367,8 @@ class RunWriter:
             if self.path.exists() and not overwrite:
                 raise StoreError(f"{self.path} already exists; pass --overwrite to replace it, "
                                  "or 'dynsim resume' to continue it")
-            self._create(config, data, params_initial, observables, backend, device, history, two_time, inputs)
+            self._create(config, data, params_initial, observables, backend, device, history, two_time, inputs,
+                         int(trajectory_replicas), dict(provenance or {}))
         except BaseException:
             self._abandon()
             raise
@@ -375,10 +383,13 @@ class RunWriter:
         self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
         self.lock.release()
 
-    def _create(self, config, data, params_initial, observables, backend, device, history, two_time, inputs):
+    def _create(self, config, data, params_initial, observables, backend, device, history, two_time, inputs,
+                trajectory_replicas, provenance):
         self.config = config.resolved()
         self.observables = tuple(observables)
         self.replicas, self.n_params = params_initial.shape
+        self.trajectory_replicas = min(trajectory_replicas, self.replicas)
+        self.provenance = provenance
         self.param_dtype = params_initial.dtype  # run.precision: parameters are stored as they are computed
         empty = np.zeros(0, dtype=np.int64)
         self.waits, self.lags = two_time if two_time is not None else (empty, empty)
@@ -415,6 +426,7 @@ class RunWriter:
         n_rec = self.config.record.n_records + 2 + len(self.waits) * (1 + len(self.lags))
         per_record = sum(int(np.prod([sizes[d] for d in self._specs[n].dims], dtype=np.int64))
                          for n in self.observables) * self.replicas * 8
+        per_record += self.trajectory_replicas * self.n_params * self.param_dtype.itemsize
         estimate = n_rec * per_record + 5 * self.replicas * self.n_params * 8
         if self.config.record.compression != "none":
             estimate //= 4  # float64 noise compresses poorly; 4x is a conservative best case
@@ -440,7 +452,7 @@ class RunWriter:
     def _write_header(self, data, params_initial, backend, device, history, writer):
         f, cfg = self.file, self.config
         st = _write_shared_header(f, cfg, layout=None, n_replicas=self.replicas, backend=backend, device=device,
-                                  writer=writer, history=history, n_params=self.n_params)
+                                  writer=writer, history=history, n_params=self.n_params, **self.provenance)
         f.create_group("model").attrs.update(cfg.model_attributes())
         training = f.create_group("training")
         training.attrs.update(cfg.training_attributes())
@@ -460,6 +472,8 @@ class RunWriter:
         self._create_observables(data)
         if len(self.waits):
             self._create_two_time()
+        if self.trajectory_replicas:
+            self._create_trajectory()
         params = f.create_group("params")
         params.create_dataset("initial", data=params_initial, **self._filter)
         params["initial"].attrs["layout"] = cfg.param_layout
@@ -533,6 +547,24 @@ class RunWriter:
             ds.dims[1].attach_scale(g["tau"])
 
     @_io_guarded
+    def _create_trajectory(self):
+        """/trajectory/params [record, replica, param]: theta of the first replicas at every record.
+
+        Chunked by record (about a MiB per chunk, so that a record range reads few chunks) and
+        compressed losslessly by the run's filter (record.compression; gzip by default: in every HDF5
+        build, so that any tool reads the file) after HDF5's byte shuffle, which groups the bytes of
+        equal significance of neighbouring floats: their exponents repeat, which is what compresses.
+        """
+        r, p = self.trajectory_replicas, self.n_params
+        per_record = max(1, r * p * self.param_dtype.itemsize)
+        chunk_records = max(1, min(1024, _CHUNK_BYTES // per_record))
+        ds = self.file.create_group("trajectory").create_dataset(
+            "params", shape=(0, r, p), maxshape=(None, r, p), dtype=self.param_dtype,
+            chunks=(chunk_records, r, p), **self._filter)
+        ds.attrs.update(dict(dims="record,replica,param", layout=self.config.param_layout, units="parameter units",
+                             description=f"theta of replicas 0..{r - 1} at every record (the record's step is "
+                                         "/time/step); committed rows: /status/n_records"))
+
     def write_snapshot(self, wait_index: int, params: np.ndarray):
         """Store theta(t_w) of every replica (needed to resume the two-time observables)."""
         self.file["two_time/theta_w"][wait_index] = params
@@ -552,9 +584,13 @@ class RunWriter:
                         self.file["two_time"][name][i] = self.file["observables"][name][k]
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, step: int, t: float, buffers: dict):
-        """Queue one record (copies the buffers); ``write_block`` writes the queue."""
-        self._pending.append((int(step), float(t), {n: np.array(buffers[n]) for n in self.observables}))
+    def append(self, step: int, t: float, buffers: dict, params: np.ndarray | None = None):
+        """Queue one record (copies the buffers, and the parameters when the trajectory is recorded);
+        ``write_block`` writes the queue."""
+        arrays = {n: np.array(buffers[n]) for n in self.observables}
+        if self.trajectory_replicas:
+            arrays[_TRAJECTORY] = np.array(params[: self.trajectory_replicas])
+        self._pending.append((int(step), float(t), arrays))
 
     @property
     def records_total(self) -> int:
@@ -571,7 +607,7 @@ class RunWriter:
         k = len(steps)
         if k == 0:
             return
-        _ensure_room(self, sum(np.asarray(arrays[name]).nbytes for name in self.observables) + 24 * k + _WRITE_SLACK)
+        _ensure_room(self, sum(np.asarray(values).nbytes for values in arrays.values()) + 24 * k + _WRITE_SLACK)
         n0, n1 = self.n_records, self.n_records + k
         for ds, values in ((self.file["time/step"], steps), (self.file["observables/record"], steps),
                            (self.file["time/t"], times)):
@@ -581,6 +617,10 @@ class RunWriter:
             ds = self.file["observables"][name]
             ds.resize((n1,) + ds.shape[1:])
             ds[n0:n1] = arrays[name]
+        if self.trajectory_replicas:
+            ds = self.file[_TRAJECTORY]
+            ds.resize((n1,) + ds.shape[1:])
+            ds[n0:n1] = arrays[_TRAJECTORY]
         self.file.flush()
         self._commit_records(n1)
 
@@ -595,7 +635,7 @@ class RunWriter:
             return
         steps = np.array([p[0] for p in self._pending], dtype=np.int64)
         times = np.array([p[1] for p in self._pending])
-        arrays = {name: np.stack([p[2][name] for p in self._pending]) for name in self.observables}
+        arrays = {name: np.stack([p[2][name] for p in self._pending]) for name in self._pending[0][2]}
         self._pending.clear()
         self.write_records(steps, times, arrays)
 
@@ -850,6 +890,18 @@ class RunReader:
         return _two_time_grid(self.steps, self.file["observables"][name], axes["t_w"], axes["tau"],
                               int(self.attrs["n_replicas"]))
 
+    @property
+    def trajectory_replicas(self) -> int:
+        """How many replicas' parameters the file records at every record (0: none)."""
+        return int(self.file[_TRAJECTORY].shape[1]) if _TRAJECTORY in self.file else 0
+
+    def trajectory(self, records=slice(None)) -> np.ndarray:
+        """Committed rows of ``/trajectory/params`` [record, replica, param]; ``records`` selects some."""
+        if not self.trajectory_replicas:
+            raise StoreError(f"{self.path} records no parameter trajectory; run it with [record] params = true "
+                             "(or params = N for the first N replicas)")
+        return self.file[_TRAJECTORY][: self.n_records][records]
+
     def observable_dims(self, name: str) -> tuple[str, ...]:
         return tuple(self.file["observables"][name].attrs["dims"].split(","))
 
@@ -901,6 +953,10 @@ class RunReader:
             ds = self.file["observables"][name]
             shape = (self.n_records,) + ds.shape[1:]
             lines.append(f"  {name:<16} {str(shape):<24} [{ds.attrs['dims']}]  {ds.attrs['units']}")
+        if self.trajectory_replicas:
+            ds = self.file[_TRAJECTORY]
+            lines.append(f"trajectory  params {(self.n_records,) + ds.shape[1:]} [record,replica,param] {ds.dtype}, "
+                         f"{ds.compression or 'uncompressed'}: 'dynsim measure' recomputes observables from it")
         if "loss_train" in self.observable_names and len(steps):
             last = self.file["observables/loss_train"][self.n_records - 1]
             finite = last[np.isfinite(last)]
@@ -1277,6 +1333,8 @@ def write_sweep_file(target, *, sweep_file, axes, points) -> Path:
             values = [p[1].get(name) for p in points]
             if all(isinstance(v, str) for v in values):
                 axes_group.create_dataset(name, data=np.array(values, dtype=h5py.string_dtype()))
+            elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                axes_group.create_dataset(name, data=np.array(values, dtype=np.int64))  # seeds, batch sizes
             else:
                 axes_group.create_dataset(name, data=np.array([np.nan if v is None else v for v in values],
                                                               dtype=float))

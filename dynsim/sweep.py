@@ -228,11 +228,13 @@ def run_sweep(sweep: Sweep, *, progress=None, client=None) -> dict:
         client, cluster = _client(sweep)
     status: dict[int, dict] = {}
     try:
-        link = getattr(client, "dashboard_link", None)
-        if link:
-            print(f"dynsim sweep: {len(sweep.points)} points on {len(client.scheduler_info()['workers'])} "
-                  f"workers; Dask dashboard: {link}", file=sys.stderr)
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        info = client.scheduler_info()
+        # Client.dashboard_link is built from a template whether or not the scheduler serves a
+        # dashboard: name one only when the scheduler lists the service
+        link = getattr(client, "dashboard_link", None) if "dashboard" in info.get("services", {}) else None
+        where = f"; Dask dashboard: {link}" if link else " (the scheduler serves no dashboard)"
+        print(f"dynsim sweep: {len(sweep.points)} points on {len(info['workers'])} workers{where}", file=sys.stderr)
+        n_workers = max(1, len(info["workers"]))
         threads = max(1, (os.cpu_count() or 1) // n_workers) if cluster is not None else 1
         futures = {}
         for p in sweep.points:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.cli import main as analysis_main
 from dynsim import store
 from dynsim.cli import main as dynsim_main
 from dynsim.store import RunReader
@@ -105,6 +106,11 @@ def test_a_read_only_file_system_is_named_as_such(tmp_path, capsys):
         assert dynsim_main(["run", str(cfg), "-o", str(mount / "run.h5"), "-q"]) == 2
         err = capsys.readouterr().err
         assert "read-only file system" in err and "permission denied" not in err
+        # and a report into it
+        assert dynsim_main(["run", str(cfg), "-o", str(tmp_path / "run.h5"), "-q"]) == 0
+        assert analysis_main(["report", str(tmp_path / "run.h5"), "-o", str(mount)]) == 2
+        err = capsys.readouterr().err
+        assert "read-only file system" in err and err.count("\n") == 1
     finally:
         subprocess.run(["umount", str(mount)], check=False)
         mount.rmdir()

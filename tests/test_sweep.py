@@ -7,6 +7,7 @@ import threading
 import time
 
 import h5py
+import numpy as np
 import pytest
 
 from dynsim.kinds import stored_config
@@ -207,6 +208,9 @@ def test_chain_sweep_over_seeds_and_depth_runs_merges_and_reads(tmp_path, cluste
             assert rd.train_log_gain().shape == (values["model.depth"] + 1, 3)
     info = run_cli("info", sweep.merged_path, check=True).stdout
     assert "4 points, 4 completed" in info and "model.depth" in info
+    # integer axes stay integers (seeds and depths, not 1.0 and 2.0)
+    assert all(isinstance(v, np.integer) for _, values in stored for v in values.values())
+    assert info.splitlines()[2].split() == ["0000", "1", "2", "completed"]
     from analysis.report import write_report
 
     text = write_report([str(sweep.merged_path)], tmp_path / "report").read_text()

@@ -87,6 +87,12 @@ class TimeLoop:
     def measure(self, params, buffers):
         raise NotImplementedError
 
+    @property
+    def trajectory_replicas(self) -> int:
+        """Replicas whose parameters are recorded with every record (``[record] params``)."""
+        record = self.config.record
+        return record.recorded_params(self.config.run.replicas) if hasattr(record, "recorded_params") else 0
+
     def named_inputs(self) -> dict:
         """{name: (array, description, axis names)} of inputs the kind's measurements use beyond its
         data set, stored as ``/inputs/NAME`` (none by default)."""
@@ -158,7 +164,8 @@ class TimeLoop:
         writer = RunWriter(path, config=cfg, data=self.data, params_initial=params,
                            observables=cfg.observables, backend=self.backend.name, device=self.backend.device,
                            overwrite=overwrite, history=f"created by dynsim run at {_now()}",
-                           two_time=(self.waits, self.lags), inputs=self.named_inputs())
+                           two_time=(self.waits, self.lags), inputs=self.named_inputs(),
+                           trajectory_replicas=self.trajectory_replicas)
         failed_step = np.full(cfg.run.replicas, -1, dtype=np.int64)
         snapshots = np.full((len(self.waits),) + params.shape, np.nan, dtype=params.dtype)
         try:
@@ -209,8 +216,8 @@ class TimeLoop:
                     self.measure_on_host(host(), buffers)
                 if len(self.waits):
                     self.two_time(step, host(), snapshots, writer, buffers)
-                _blank_diverged(buffers, status)
-                writer.append(step, step * time_step, buffers)
+                blank_diverged(buffers, status)
+                writer.append(step, step * time_step, buffers, host() if writer.trajectory_replicas else None)
                 if writer.block_full:
                     checkpoint()
                 _check_stop()
@@ -302,7 +309,7 @@ class CheckpointPolicy:
         self.last_time, self.last_cost = ended, ended - started
 
 
-def _blank_diverged(buffers: dict, status: np.ndarray):
+def blank_diverged(buffers: dict, status: np.ndarray):
     """Store NaN, never inf or a frozen replica's stale values, for a replica that has diverged: one
     flagged by the kernels (non-finite gradient or parameters; its step is in /status), or whose
     training loss is no longer finite at this record. Analysis then leaves exactly those out."""
@@ -373,13 +380,15 @@ def _prepare_resume(path, reader, parse_config, make_runner, expect_config, lock
         ck = reader.checkpoint
         n_done = ck["n_records"]
         steps = reader.file["time/step"][:n_done]
-        missing = [name for name in config.observables if name not in reader.file["observables"]]
+        missing = [f"observables/{name}" for name in config.observables if name not in reader.file["observables"]]
         if len(sim.waits) and "two_time/theta_w" not in reader.file:
             missing.append("two_time/theta_w")
+        if sim.trajectory_replicas and reader.trajectory_replicas != sim.trajectory_replicas:
+            missing.append("trajectory/params")
     except KeyError as exc:
         raise StoreError(f"{path} is damaged, it cannot be resumed: {exc}; rerun it from its config") from None
     if missing:
-        raise StoreError(f"{path} is damaged, it cannot be resumed: '/observables/{missing[0]}' is missing; "
+        raise StoreError(f"{path} is damaged, it cannot be resumed: '/{missing[0]}' is missing; "
                          "rerun it from its config")
     for name in DATA_NAMES + ("x_probe", "source_index"):
         if not np.array_equal(getattr(stored, name), getattr(sim.data, name)):
@@ -400,13 +409,16 @@ def _prepare_resume(path, reader, parse_config, make_runner, expect_config, lock
     writer = RunWriter(tmp, config=config, data=stored, params_initial=initial, observables=config.observables,
                        backend=sim.backend.name, device=sim.backend.device, overwrite=True,
                        history=f"{history}; resumed at step {ck['step']} at {_now()}",
-                       two_time=(sim.waits, sim.lags), inputs=sim.named_inputs(), lock=lock)
+                       two_time=(sim.waits, sim.lags), inputs=sim.named_inputs(), lock=lock,
+                       trajectory_replicas=sim.trajectory_replicas)
     snapshots = np.full((len(sim.waits),) + initial.shape, np.nan, dtype=initial.dtype)
     try:
         for k0 in range(0, n_done, _COPY_RECORDS):
             k1 = min(n_done, k0 + _COPY_RECORDS)
-            writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1],
-                                 {n: reader.file["observables"][n][k0:k1] for n in config.observables})
+            arrays = {n: reader.file["observables"][n][k0:k1] for n in config.observables}
+            if writer.trajectory_replicas:
+                arrays["trajectory/params"] = reader.trajectory(slice(k0, k1))
+            writer.write_records(steps[k0:k1], reader.file["time/t"][k0:k1], arrays)
         for i in np.flatnonzero(sim.waits <= ck["step"]):
             snapshots[i] = reader.file["two_time/theta_w"][i]
             writer.write_snapshot(int(i), snapshots[i])
