@@ -42,8 +42,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .store import (LAYOUT_CHAIN, RunReader, StoreError, WriterLock, file_kind, file_layout, format_bytes,
-                    is_sweep_file, open_for_reading)
+from .store import (LAYOUT_CHAIN, RunReader, StoreError, WriterLock, check_free_space_for_copy, file_kind,
+                    file_layout, is_sweep_file, open_for_reading)
 
 
 # -- open_run ---------------------------------------------------------------------------------------
@@ -235,12 +235,7 @@ def repair(path) -> str:
                              f"killed writer's flag ({problem}); nothing was changed")
         offset, block = _superblock(path)
         patched = _cleared_superblock(path, block)
-        need = path.stat().st_size + (1 << 20)
-        free = shutil.disk_usage(path.parent).free
-        if need > free:
-            raise StoreError(f"repairing {path} writes a copy of it first and needs about {format_bytes(need)} free, "
-                             f"but {path.parent} has {format_bytes(free)}; free some space and repair again "
-                             "(nothing was changed)")
+        check_free_space_for_copy(path, "repair")
         tmp = path.with_name(path.name + ".repair.partial")
         try:
             shutil.copyfile(path, tmp)

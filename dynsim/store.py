@@ -284,16 +284,16 @@ def format_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{max(n, 0) / 1e6:.1f} MB"
 
 
-def check_free_space_for_copy(path) -> None:
-    """``resume`` rebuilds a file's committed part under a temporary name before replacing it: refuse
-    at once, naming the sizes, when the disk cannot hold that copy (it is at most the file's size)."""
+def check_free_space_for_copy(path, action: str = "resume") -> None:
+    """``resume`` (and ``repair``) build a copy of a file under a temporary name before replacing it:
+    refuse at once, naming the sizes, when the disk cannot hold that copy (at most the file's size)."""
     path = Path(path)
     need = path.stat().st_size + (1 << 20)
     free = shutil.disk_usage(path.parent).free
     if need > free:
-        raise StoreError(f"resuming {path} builds a copy of its committed part first and needs about "
-                         f"{format_bytes(need)} free, but {path.parent} has {format_bytes(free)}; free some space "
-                         "and resume again (the file is unchanged)")
+        raise StoreError(f"{action} of {path} builds a copy of it first and needs about {format_bytes(need)} free, "
+                         f"but {path.parent} has {format_bytes(free)}; free some space and {action} again (the file "
+                         "is unchanged)")
 
 
 def _hdf5_reason(text: str) -> str:

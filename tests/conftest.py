@@ -110,3 +110,53 @@ def assert_same_run(a, b):
     assert_same_datasets(file_datasets(a), file_datasets(b))
     with RunReader(a) as ra, RunReader(b) as rb:
         assert ra.checkpoint["params"].tobytes() == rb.checkpoint["params"].tobytes()
+
+
+# -- a run in another process, met while it runs (writers, kills, live reads) ------------------------
+def long_config(tmp_path):
+    """A few seconds of work on a 2-core machine, recorded often, so that a test meets the writer
+    while it runs."""
+    return write_config(tmp_path / "long.toml", small_config(
+        run=dict(replicas=48, steps=150_000), model=dict(width=12), task=dict(n_probes=4, n_sources=2),
+        training=dict(method="sgd", batch_size=1),
+        record=dict(n_records=80, spacing="linear", block_records=2, checkpoint_seconds=0.05)))
+
+
+def start_cli(*args):
+    """``python -m dynsim.cli ARGS`` started in the background (text pipes)."""
+    return subprocess.Popen([sys.executable, "-m", "dynsim.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_records(proc, path, n=3, timeout=120.0):
+    """Until ``path`` has ``n`` committed records (its writer is under way); fails if it never does."""
+    import time
+
+    from dynsim.store import RunReader, StoreError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with RunReader(path) as rd:
+                if rd.n_records >= n:
+                    return
+        except StoreError:
+            pass
+        time.sleep(0.02)
+    pytest.fail(f"the writer did not get under way: {proc.poll()}")
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    """(config path, file) of an uninterrupted run of ``long_config``: what a met writer must end as."""
+    folder = tmp_path_factory.mktemp("reference")
+    cfg = long_config(folder)
+    out = folder / "reference.h5"
+    run_cli("run", cfg, "-o", out, "-q", check=True)
+    return cfg, out
+
+
+def assert_no_leftovers(path):
+    """Nothing beside ``path`` that a writer makes on the way (.partial, .lock, .resume-tmp, ...)."""
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name)) == [path.name]
+

@@ -5,6 +5,7 @@ uninterrupted run writes; no temporary or lock file is left behind.
 On a real, small tmpfs where this machine lets the test mount one (root on Linux), and always with
 an ``OSError(ENOSPC)`` injected at the store's write call.
 """
+import contextlib
 import errno
 import shutil
 import subprocess
@@ -32,17 +33,26 @@ def _leftovers(folder: Path, name: str):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(name) and p.name != name)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
+@contextlib.contextmanager
+def _tmpfs(options: str):
+    """A tmpfs mounted with ``options`` for the block, or the test skipped where mounting is not allowed."""
     mount = Path("/tmp") / f"dynsim-tmpfs-{uuid.uuid4().hex[:8]}"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         mount.rmdir()
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the injected case covers it")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
-    mount.rmdir()
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        mount.rmdir()
+
+
+@pytest.fixture
+def small_tmpfs():
+    with _tmpfs("size=3m") as mount:
+        yield mount
 
 
 def test_a_real_full_disk_stops_cleanly_and_the_file_resumes(tmp_path, small_tmpfs):
@@ -95,13 +105,7 @@ def test_an_injected_enospc_at_the_write_call_stops_cleanly_and_the_file_resumes
 
 
 def test_a_read_only_file_system_is_named_as_such(tmp_path, capsys):
-    mount = Path("/tmp") / f"dynsim-ro-{uuid.uuid4().hex[:8]}"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        mount.rmdir()
-        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.decode().strip()})")
-    try:
+    with _tmpfs("size=1m,ro") as mount:
         cfg = write_config(tmp_path / "c.toml", small_config())
         assert dynsim_main(["run", str(cfg), "-o", str(mount / "run.h5"), "-q"]) == 2
         err = capsys.readouterr().err
@@ -111,6 +115,3 @@ def test_a_read_only_file_system_is_named_as_such(tmp_path, capsys):
         assert analysis_main(["report", str(tmp_path / "run.h5"), "-o", str(mount)]) == 2
         err = capsys.readouterr().err
         assert "read-only file system" in err and err.count("\n") == 1
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        mount.rmdir()

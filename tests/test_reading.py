@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -24,7 +23,8 @@ from dynsim.reading import lookup3, open_run, repair
 from dynsim.simple_experiment import Simulation
 from dynsim.store import RunReader, StoreError, open_for_reading, sweep_points, write_sweep_file
 
-from conftest import assert_same_datasets, assert_same_run, file_datasets, run_cli, small_config, write_config
+from conftest import (assert_no_leftovers, assert_same_datasets, assert_same_run, file_datasets, run_cli,
+                      small_config, start_cli, wait_for_records)
 
 xr = pytest.importorskip("xarray")
 
@@ -90,10 +90,6 @@ def _without_attrs(ds):
     out = ds.copy()
     out.attrs = {}
     return out
-
-
-def _no_leftovers(path):
-    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name)) == [path.name]
 
 
 # -- complete, interrupted and sweep files ------------------------------------------------------------
@@ -284,61 +280,28 @@ def test_repair_of_a_flagged_file_restores_its_bytes_and_failures_leave_nothing(
         repair(out)
     monkeypatch.undo()
     assert out.read_bytes() == flagged
-    _no_leftovers(out)
+    assert_no_leftovers(out)
     nearly_full = shutil.disk_usage(tmp_path)._replace(free=10)
     monkeypatch.setattr("dynsim.reading.shutil.disk_usage", lambda p: nearly_full)
     with pytest.raises(StoreError, match="needs about .* free"):
         repair(out)
     monkeypatch.undo()
     assert out.read_bytes() == flagged
-    _no_leftovers(out)
+    assert_no_leftovers(out)
     message = repair(out)
     assert message.startswith(f"repaired {out}") and "\n" not in message
     assert out.read_bytes() == clean  # exactly the file before the flag was set
-    _no_leftovers(out)
+    assert_no_leftovers(out)
 
 
 # -- killed and live writers ------------------------------------------------------------------------
-def _long_config(tmp_path):
-    """A few seconds of work, recorded often, so that the test meets the writer while it runs."""
-    return write_config(tmp_path / "long.toml", small_config(
-        run=dict(replicas=48, steps=150_000), model=dict(width=12), task=dict(n_probes=4, n_sources=2),
-        training=dict(method="sgd", batch_size=1),
-        record=dict(n_records=80, spacing="linear", block_records=2, checkpoint_seconds=0.05)))
 
 
-def _start(*args):
-    return subprocess.Popen([sys.executable, "-m", "dynsim.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_records(proc, path, n=3, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with RunReader(path) as rd:
-                if rd.n_records >= n:
-                    return
-        except StoreError:
-            pass
-        time.sleep(0.02)
-    pytest.fail(f"the writer did not get under way: {proc.poll()}")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reference")
-    cfg = _long_config(tmp)
-    out = tmp / "reference.h5"
-    run_cli("run", cfg, "-o", out, "-q", check=True)
-    return cfg, out
-
-
-def test_killed_writer_file_is_read_then_repaired_then_resumed(reference, tmp_path):
-    cfg, ref = reference
+def test_killed_writer_file_is_read_then_repaired_then_resumed(long_reference, tmp_path):
+    cfg, ref = long_reference
     out = tmp_path / "killed.h5"
-    writer = _start("run", cfg, "-o", out, "-q")
-    _wait_for_records(writer, out)
+    writer = start_cli("run", cfg, "-o", out, "-q")
+    wait_for_records(writer, out)
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=60)
     with pytest.raises(OSError, match="already open for write"):
@@ -357,21 +320,21 @@ def test_killed_writer_file_is_read_then_repaired_then_resumed(reference, tmp_pa
     assert_same_datasets(file_datasets(out), before_data)  # every dataset byte for byte, root attributes
     assert _file_attrs(out) == before_attrs  # every group's and dataset's attributes, every dimension scale
     xr.testing.assert_identical(open_run(out), ds)
-    _no_leftovers(out)  # no temporary copy; the killed writer's stale lock file is gone too
+    assert_no_leftovers(out)  # no temporary copy; the killed writer's stale lock file is gone too
     again = run_cli("repair", out)
     assert again.returncode == 0 and "needs no repair" in again.stdout and out.read_bytes() == after
     # the repaired file still resumes, to exactly the file an uninterrupted run writes
     resumed = run_cli("resume", out, "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(out, ref)
-    _no_leftovers(out)
+    assert_no_leftovers(out)
 
 
-def test_live_writer_is_read_and_its_repair_is_refused(reference, tmp_path):
-    cfg, ref = reference
+def test_live_writer_is_read_and_its_repair_is_refused(long_reference, tmp_path):
+    cfg, ref = long_reference
     out = tmp_path / "live.h5"
-    writer = _start("run", cfg, "-o", out, "-q")
-    _wait_for_records(writer, out)
+    writer = start_cli("run", cfg, "-o", out, "-q")
+    wait_for_records(writer, out)
     writer.send_signal(signal.SIGSTOP)  # alive and holding its file while the reader and repair meet it
     try:
         ds = open_run(out)
@@ -390,4 +353,4 @@ def test_live_writer_is_read_and_its_repair_is_refused(reference, tmp_path):
     # what the live read showed is the start of the finished file
     finished = open_run(out).isel(record=slice(0, ds.sizes["record"]))
     xr.testing.assert_identical(_without_attrs(ds), _without_attrs(finished))
-    _no_leftovers(out)
+    assert_no_leftovers(out)
