@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
-from .config import config_from_tables
+from .config import config_from_tables, parse_toml
 from .engine import get_backend, resume_time_loop
 from .spec import ConfigError
 from .store import RunReader
@@ -72,6 +72,7 @@ class TimeSteppedKind:
 
     name = description = ""
     sections: Mapping[str, type] = {}
+    config_class: type = None  # the frozen config dataclass built from ``sections``
     report_sections: tuple[str, ...] = ()
     sweep_report_sections: tuple[str, ...] = ()
     compile_seconds = 0.0
@@ -79,8 +80,6 @@ class TimeSteppedKind:
 
     def config_from_mapping(self, tables: dict):
         return config_from_tables(tables, self.sections, self.config_class, self.name)
-
-    config_class: type = None  # the frozen config dataclass built from ``sections``
 
     def runner(self, config):
         raise NotImplementedError
@@ -96,8 +95,6 @@ class TimeSteppedKind:
         return dataclasses.replace(config, run=dataclasses.replace(config.run, backend=backend))
 
     def parse_config(self, text: str, source: str):
-        from .config import parse_toml
-
         return self.config_from_mapping(parse_toml(text, source))
 
     def run(self, config, path, *, overwrite=False, progress=None):
