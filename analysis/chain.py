@@ -120,6 +120,29 @@ def median_band(values: np.ndarray, mask=None) -> np.ndarray:
     return _nan_quiet(lambda x, axis: np.nanquantile(x, [0.1, 0.5, 0.9], axis=axis), v.reshape(v.shape[0], -1), axis=1)
 
 
+def readout_ends(squared: np.ndarray, *, within: float = COLLAPSED_WITHIN, n_boot: int = 1000, seed: int = 0):
+    """Fractions of (chain, probe) pairs whose squared distance ends within ``within`` of 0 and of 1/4
+    ([replica, probe] at one layer), each with a 95 % percentile interval from a bootstrap over chains
+    (the independent unit: a chain's probes share its weights)."""
+    def ends(x):
+        return np.array([np.mean(x < within), np.mean(np.abs(x - 0.25) < within)])
+    rng = np.random.default_rng(seed)
+    boot = np.array([ends(squared[rng.integers(0, len(squared), len(squared))]) for _ in range(n_boot)])
+    return ends(squared), np.percentile(boot, [2.5, 97.5], axis=0)
+
+
+def _readout_ends(squared, groups, present, depth, numbers) -> list[str]:
+    lines = [f"Read-out through relu (the authors' relu chain): at l = {depth}, pairs whose squared distance "
+             f"|relu(u) - relu(v)|^2 / 4 ends near 0 or near 1/4 (within {COLLAPSED_WITHIN}; 95 % interval, "
+             "bootstrap over chains):", ""]
+    for g, name in present:
+        (zero, quarter), (low, high) = readout_ends(squared[:, groups == g])
+        numbers[f"readout_ends_{name}"] = (zero, quarter)
+        lines.append(f"- {name}: at 0 {zero:.3f} [{low[0]:.3f}, {high[0]:.3f}], at 1/4 {quarter:.3f} "
+                     f"[{low[1]:.3f}, {high[1]:.3f}]")
+    return lines + [""]
+
+
 @dataclasses.dataclass
 class ChainSummary:
     path: str
@@ -158,6 +181,8 @@ def chain_parts(path, out_dir, plt, group=None, heading="##", title=None) -> tup
         wormhole = rd.measure("wormhole_error")
         gains = rd.train_log_gain()
         alpha = rd.alpha
+        # files written before 2026-12-04 have no squared distance
+        squared = rd.measure("squared_distance") if "squared_distance" in rd.measure_names else None
     stem = Path(path).stem + (f"_{group.replace('/', '_')}" if group else "")
     depth, k, n = int(m["depth"]), int(m["width"]), int(m["candidates"])
     groups, names = inputs["probe_group"], inputs["group_names"]
@@ -189,6 +214,8 @@ def chain_parts(path, out_dir, plt, group=None, heading="##", title=None) -> tup
             cells += [f"{numbers[f'mean_abs_cos_{name}'][layer]:.4f}", f"{numbers[f'collapsed_fraction_{name}'][layer]:.3f}"]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     lines += ["", f"(collapsed: d within {COLLAPSED_WITHIN} of 0 or 1, d = angle / pi.)", ""]
+    if m["layer_output"] == "relu_readout" and squared is not None:
+        lines += _readout_ends(squared[depth], groups, present, depth, numbers)
 
     # d histograms
     shown = _layers_to_show(depth)

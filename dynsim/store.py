@@ -1001,6 +1001,8 @@ CHAIN_MEASURE_DOCS = {
     "log_gain": ("log(input units)", "log |W_l e_{l-1}(v)| (layer 0: log |v|); linear chain: log |H_L v| is the "
                                      "cumulative sum"),
     "wormhole_error": ("1", "|m_hat - m| / |m|, m_hat = (m - alpha H_l v/|H_l v|) + alpha H_l u/|H_l u|"),
+    "squared_distance": ("1", "|x - y|^2 / 4 of the compared vectors: (1 - cos) / 2 of the unit vectors; with "
+                              "layer_output = 'relu_readout' x = relu(H_l u / |H_l u|), y = relu(H_l v / |H_l v|)"),
 }
 
 

@@ -4,6 +4,7 @@ References are independent of the compiled kernel: NumPy re-computation from the
 draws (regenerated through ``MaxNormChain.candidate_matrix``), the exact order-statistic
 expectation of ``dynsim.theory.chain``, and exact symmetries of the linear chain.
 """
+import dataclasses
 import math
 
 import h5py
@@ -73,6 +74,8 @@ def test_selection_and_measures_match_numpy(selection, layer_output):
             expected = alpha * np.linalg.norm(xn - vn, axis=1) / np.linalg.norm(message)
             tol = 8 * EPS * (alpha + np.abs(message).max()) * math.sqrt(12) / np.linalg.norm(message)
             np.testing.assert_allclose(out[M["wormhole_error"], layer, r], expected, rtol=0, atol=tol)
+            # (1 - cos) / 2, as |a - b|^2 / 4 of the unit vectors
+            np.testing.assert_allclose(out[M["squared_distance"], layer, r], (1 - cos) / 2, atol=1e-12)
             if layer_output == "linear":
                 # linear chain: the gains add up to log |H_l v| (NumPy products, not renormalised)
                 np.testing.assert_allclose(gains[: layer + 1, r].sum(), np.log(np.linalg.norm(x)), rtol=1e-12)
@@ -261,3 +264,48 @@ def test_inputs_are_deterministic_and_grouped():
     np.testing.assert_array_equal(a.probes, b.probes)
     np.testing.assert_array_equal(a.probe_group, [0] * 5 + [1] * 5 + [2] * 3)
     assert (a.probes[a.probe_group == 2] >= 0).all() and (a.probes[a.probe_group == 2] < 1).all()
+
+
+def test_authors_relu_readout_matches_numpy_and_ends_at_0_or_a_quarter():
+    """The authors' relu chain: the chain is the linear one (same weights, bit for bit), relu acts on
+    the read-out only. A NumPy rebuild of every layer's read-outs gives the measures; at L = 15 with
+    the paper's (k, n) = (20, 500) the squared distance ends at 0 or 1/4 (relu(h) and relu(-h) have
+    disjoint supports: |relu(h) - relu(-h)|^2 = |h|^2 = 1), about half each, as the seed reports."""
+    linear = MaxNormChain(width=12, candidates=150, depth=5, layer_output="linear")
+    readout = dataclasses.replace(linear, layer_output="relu_readout")
+    rng = np.random.default_rng(8)
+    u, probes, message = rng.normal(size=12), rng.normal(size=(9, 12)), rng.normal(size=12)
+    seed = 5
+    np.testing.assert_array_equal(readout.weights(seed, 0, u), linear.weights(seed, 0, u))
+    _, out = readout.measure(seed, 0, 1, u, probes, message, 1e4)
+    _, xs, vss = _numpy_chain(linear, seed, 0, u, probes)
+    for layer in range(readout.depth + 1):
+        xn = xs[layer] / np.linalg.norm(xs[layer])
+        vn = vss[layer] / np.linalg.norm(vss[layer], axis=1, keepdims=True)
+        a, b = np.maximum(xn, 0.0), np.maximum(vn, 0.0)
+        alive = (np.linalg.norm(b, axis=1) > 0) & (np.linalg.norm(a) > 0)
+        cos = (b @ a) / (np.linalg.norm(a) * np.linalg.norm(b, axis=1) + ~alive)
+        np.testing.assert_allclose(out[M["squared_distance"], layer, 0][alive],
+                                   np.sum((a - b) ** 2, axis=1)[alive] / 4, atol=1e-12)
+        np.testing.assert_allclose(out[M["cosine"], layer, 0][alive], cos[alive], atol=1e-12)
+        assert np.isnan(out[M["cosine"], layer, 0][~alive]).all()
+    paper = MaxNormChain(width=20, candidates=500, depth=15, layer_output="relu_readout")
+    probes = np.random.default_rng(9).normal(size=(200, 20))
+    _, out = paper.measure(0, 0, 8, np.random.default_rng(10).normal(size=20), probes, message[:1].repeat(20), 1e4)
+    final = out[M["squared_distance"], -1].ravel()
+    at_zero, at_quarter = np.mean(final < 0.01), np.mean(np.abs(final - 0.25) < 0.01)
+    assert at_zero + at_quarter > 0.99 and 0.3 < at_zero < 0.7  # the two ends, about half each
+
+
+def test_readout_ends_counts_both_ends_with_a_bootstrap_over_chains():
+    from analysis.chain import readout_ends
+
+    rng = np.random.default_rng(3)
+    # 40 chains x 50 probes: chain c has a fraction c / 40 of its probes at 1/4, the rest at 0
+    squared = np.array([np.where(np.arange(50) < 50 * c / 40, 0.25, 0.0) for c in range(40)])
+    squared += rng.uniform(-0.01, 0.01, squared.shape)
+    (zero, quarter), (low, high) = readout_ends(squared)
+    assert zero + quarter == 1.0 and quarter == pytest.approx(np.mean(squared > 0.125))
+    # the interval comes from resampling whole chains: it contains the estimate and has the width of
+    # the spread of the chains' own fractions (s.d. ~0.29 over 40 chains: s.e. ~0.046)
+    assert low[1] < quarter < high[1] and 0.1 < high[1] - low[1] < 0.3

@@ -14,7 +14,10 @@ a replica's network is a pure function of (seed, replica) and the training input
 keeps width k; the network is H_L = W_L ... W_1 and any other input v goes through the same H_L.
 ``layer_output`` post-processes every layer's output, for the training input and every probe
 alike: ``linear`` (nothing), ``normalised`` (x / |x|), ``relu`` or ``softmax`` (applied after
-normalising, as in the authors' scripts).
+normalising, inside the chain: each layer's selection and the next layer see the post-processed
+vector; ``relu`` this way is dynsim's variant, not the authors'). ``relu_readout`` is the authors'
+relu chain: the chain propagates and selects linearly, and relu is applied to the read-out only,
+to H_l u and H_l v before they are compared (their chains then end at d = 0 or d = 0.25).
 
 The kernel measures, per layer and per probe v, how H_l v relates to H_l u (u the training input):
 the angular distance d = angle / pi (computed as 2 atan2(|a - b|, |a + b|) / pi on the unit vectors,
@@ -45,12 +48,12 @@ from ..rng import STREAM_CHAIN, normal_pair
 from ..spec import Section, option
 
 SELECTIONS = {"magnitude": 0, "negative": 1}
-LAYER_OUTPUTS = {"linear": 0, "normalised": 1, "relu": 2, "softmax": 3}
+LAYER_OUTPUTS = {"linear": 0, "normalised": 1, "relu": 2, "softmax": 3, "relu_readout": 4}
 _NEGATIVE = 1
-_LINEAR, _NORMALISED, _RELU, _SOFTMAX = range(4)
+_LINEAR, _NORMALISED, _RELU, _SOFTMAX, _RELU_READOUT = range(5)
 
 #: Per-probe measures, in the order of the kernel's output array's last-but-one axis.
-MEASURES = ("angular_distance", "cosine", "sign_distance", "log_gain", "wormhole_error")
+MEASURES = ("angular_distance", "cosine", "sign_distance", "log_gain", "wormhole_error", "squared_distance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,9 @@ class MaxNormChain(Section):
     selection: str = option("magnitude", "str", "which k rows are kept: the largest |y_i| ('magnitude') or the "
                                                 "most negative y_i ('negative')", choices=tuple(SELECTIONS))
     layer_output: str = option("linear", "str", "applied to every layer's output: nothing ('linear'), x/|x| "
-                                                "('normalised'), relu or softmax after normalising",
+                                                "('normalised'), relu or softmax after normalising inside the "
+                                                "chain ('relu' is dynsim's variant); 'relu_readout': the authors' "
+                                                "relu, a linear chain read out through relu",
                                choices=tuple(LAYER_OUTPUTS))
 
     def check(self):
@@ -188,7 +193,7 @@ def _post_process(v, mode):
     if norm == 0.0:
         return -np.inf
     for a in range(k):
-        v[a] /= norm
+        v[a] /= norm  # _RELU_READOUT propagates like _LINEAR: relu acts on the read-out only (_read_out)
     if mode == _RELU or mode == _SOFTMAX:
         if mode == _RELU:
             for a in range(k):
@@ -211,6 +216,27 @@ def _post_process(v, mode):
 
 
 @njit(cache=True, error_model="numpy")
+def _read_out(v, mode, raw, out) -> bool:
+    """What is compared at a layer: the unit vector v itself, or (``relu_readout``) raw = relu(v) and
+    out = raw made a unit vector; False when the read-out vanishes (no positive component)."""
+    k = v.shape[0]
+    if mode != _RELU_READOUT:
+        raw[:] = v
+        out[:] = v
+        return True
+    sq = 0.0
+    for a in range(k):
+        raw[a] = max(v[a], 0.0)
+        sq += raw[a] * raw[a]
+    if sq == 0.0:
+        return False
+    norm = math.sqrt(sq)
+    for a in range(k):
+        out[a] = raw[a] / norm
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def _compare(u, v, log_gain_v, message, message_norm, alpha, out, layer, r, p):
     """Fill out[:, layer, r, p] with the measures of unit vectors u (training input) and v (probe)."""
     k = u.shape[0]
@@ -220,6 +246,7 @@ def _compare(u, v, log_gain_v, message, message_norm, alpha, out, layer, r, p):
         out[2, layer, r, p] = np.nan
         out[3, layer, r, p] = log_gain_v
         out[4, layer, r, p] = np.nan
+        out[5, layer, r, p] = np.nan
         return
     dot = 0.0
     diff = 0.0
@@ -243,6 +270,7 @@ def _compare(u, v, log_gain_v, message, message_norm, alpha, out, layer, r, p):
     out[2, layer, r, p] = flips / k
     out[3, layer, r, p] = log_gain_v
     out[4, layer, r, p] = math.sqrt(err) / message_norm
+    out[5, layer, r, p] = diff / 4.0  # (1 - cos) / 2 of unit vectors; relu_readout overwrites it
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -261,20 +289,45 @@ def _measure_chains(r0, r1, seed, first_replica, train_input, probes, message, a
         row = np.empty(k)
         score = np.empty(n)
         tmp = np.empty(k)
+        seen = np.empty((4, k))  # read-outs: raw u, unit u, raw v, unit v
         # layer 0: the inputs themselves (normalised; their log-norms recorded)
         train_log_gain[0, r] = _post_process(x, _NORMALISED)
+        u_seen = _read_out(x, mode, seen[0], seen[1])
         for p in range(n_probes):
-            _compare(x, vs[p], _post_process(vs[p], _NORMALISED), message, message_norm, alpha, out, 0, r, p)
+            gain = _post_process(vs[p], _NORMALISED)
+            _compare_read_out(seen, u_seen, vs[p], gain, mode, message, message_norm, alpha, out, 0, r, p)
         for layer in range(1, depth + 1):
             _select_layer(seed, replica, layer, x, selection, n, w, row, score)
             _apply(w, x, tmp)
             train_log_gain[layer, r] = _post_process(tmp, mode)
             x[:] = tmp
+            u_seen = _read_out(x, mode, seen[0], seen[1])
             for p in range(n_probes):
                 _apply(w, vs[p], tmp)
                 gain = _post_process(tmp, mode)
                 vs[p, :] = tmp
-                _compare(x, vs[p], gain, message, message_norm, alpha, out, layer, r, p)
+                _compare_read_out(seen, u_seen, vs[p], gain, mode, message, message_norm, alpha, out, layer, r, p)
+
+
+@njit(cache=True, error_model="numpy")
+def _compare_read_out(seen, u_seen, v, gain, mode, message, message_norm, alpha, out, layer, r, p):
+    """_compare on the read-outs of the training input (``seen[0:2]``, valid if ``u_seen``) and of v;
+    a vanished read-out compares as a vanished output (NaN measures), its log gain kept. With
+    ``relu_readout`` the squared distance is |relu(u) - relu(v)|^2 / 4 of the linear chain's unit
+    vectors, not renormalised: 0 where they agree, 1/4 where they point opposite ways (the
+    authors' d of their relu script), while the angular distance of the relu'd directions is 1/2."""
+    if not (u_seen and _read_out(v, mode, seen[2], seen[3])):
+        _compare(seen[1], seen[3], -np.inf, message, message_norm, alpha, out, layer, r, p)
+        out[3, layer, r, p] = gain
+        return
+    _compare(seen[1], seen[3], gain, message, message_norm, alpha, out, layer, r, p)
+    out[3, layer, r, p] = gain  # the log gain is the chain's, whatever the read-out
+    if mode == _RELU_READOUT:
+        sq = 0.0
+        for a in range(v.shape[0]):
+            d = seen[0, a] - seen[2, a]
+            sq += d * d
+        out[5, layer, r, p] = sq / 4.0
 
 
 @njit(cache=True, error_model="numpy")
