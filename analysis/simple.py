@@ -7,6 +7,7 @@ under the names the kind lists (``training``, ``response``, ...) with the condit
 applies. Fit windows are explicit: by default the last two decades of recorded time
 (t in [t_end / 100, t_end]); a ``window`` (T0, T1) replaces it.
 """
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -72,19 +73,40 @@ def fit_lines(name, t, values, window):
         comparison = compare_decay_models(t, positive.T, window=window)
     except ValueError as exc:
         lines.append(f"  - model comparison not possible: {exc}")
+        comparison = None
     else:
         lines.append(f"  - {comparison.summary()}")
         numbers[f"{name}_best_model"] = comparison.best
-    return lines, numbers, fit
+    return lines, numbers, DrawnFit(fit, comparison)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawnFit:
+    """A power-law fit and the model comparison over the same window: figures draw the preferred model."""
+    power_law: object
+    comparison: object
+
+    def curve(self, tt):
+        """(label, values) of the preferred model on times ``tt``."""
+        best = self.comparison.best if self.comparison is not None else "power_law"
+        if best == "power_law":
+            f = self.power_law
+            return (f"t^{f.exponent:.3f} [{f.exponent_ci[0]:.3f}, {f.exponent_ci[1]:.3f}] (preferred)",
+                    f.amplitude * tt ** f.exponent)
+        p = self.comparison.models[best].params
+        if best == "exponential":
+            return f"A exp(-t / {p['tau']:.3g}) (preferred)", p["A"] * np.exp(-tt / p["tau"])
+        return (f"A exp(-(t / {p['tau']:.3g})^{p['beta']:.2f}) (preferred)",
+                p["A"] * np.exp(-(tt / p["tau"]) ** p["beta"]))
 
 
 def decay_figure(plt, t, values, fit, title, path) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     band_plot(ax, t, values, "median, 10-90%")
-    if fit is not None:
-        tt = np.geomspace(*fit.window, 50)
-        ax.plot(tt, fit.amplitude * tt ** fit.exponent, "k--",
-                label=f"t^{fit.exponent:.3f} [{fit.exponent_ci[0]:.3f}, {fit.exponent_ci[1]:.3f}]")
+    if fit is not None:  # only the model the comparison prefers over the window is drawn
+        tt = np.geomspace(*fit.power_law.window, 50)
+        label, values = fit.curve(tt)
+        ax.plot(tt, values, "k--", label=label)
     ax.set(xscale="log", yscale="log", xlabel="t", title=title)
     ax.legend(fontsize=8)
     return save(fig, path)
@@ -147,11 +169,33 @@ def kernel_section(source, plt):
     numbers = {"kernel_change_final": float(np.nanmean(change[-1]))}
     lines = [f"- relative NTK change |Theta_t - Theta_0| / |Theta_0| at the end: "
              f"{numbers['kernel_change_final']:.4g} (mean over replicas)"]
+    lines += _kernel_course(t, kamp, numbers)
     new, nums, fit = fit_lines("kernel amplitude", t, kamp, win)
+    if fit is not None and fit.comparison is not None and fit.comparison.best != "power_law":
+        # the exponent is reported only where a power law is the preferred model (issue 22)
+        new[0] = (f"- kernel amplitude: no power law over the window (the comparison below prefers "
+                  f"{fit.comparison.best}); the power-law exponent there would be {fit.power_law.exponent:.3f}")
     lines += new
     numbers.update(nums)
     figures = [decay_figure(plt, t, kamp, fit, "NTK amplitude (RMS over probe pairs)", out_dir / f"{stem}_kernel.png")]
     return lines, numbers, figures
+
+
+def _kernel_course(t, amplitude, numbers) -> list[str]:
+    """Where the NTK amplitude (median over replicas) falls and where it rises, over the whole run."""
+    keep = t > 0
+    if keep.sum() < 3:
+        return []
+    tt = t[keep]
+    median = np.nanmedian(amplitude[keep], axis=1)
+    k = int(np.nanargmin(median))
+    numbers.update(kernel_min_t=float(tt[k]), kernel_fall=float(median[0] / median[k]),
+                   kernel_rise=float(median[-1] / median[k]))
+    text = (f"- NTK amplitude (median over replicas) over the whole run: from t = {tt[0]:g} it falls by a factor "
+            f"{numbers['kernel_fall']:.3g} to its minimum at t = {tt[k]:g}")
+    if k < len(tt) - 1:
+        text += f", then rises by a factor {numbers['kernel_rise']:.3g} to t = {tt[-1]:g}"
+    return [text]
 
 
 def features_section(source, plt):

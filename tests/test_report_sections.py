@@ -185,3 +185,35 @@ def test_save_writes_a_png_and_closes_the_figure(tmp_path):
     assert path == str(tmp_path / "line.png")
     assert (tmp_path / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_fignums() == []
+
+
+def test_kernel_course_says_where_the_amplitude_falls_and_rises():
+    from analysis.simple import _kernel_course
+
+    t = np.geomspace(1.0, 1e4, 41)
+    # falls like t^-1/2 to t = 100, then grows like t^1/4: three replicas with small offsets
+    curve = np.where(t <= 100, t ** -0.5, 0.1 * (t / 100) ** 0.25)
+    amplitude = np.stack([curve * f for f in (0.9, 1.0, 1.1)], axis=1)
+    numbers = {}
+    (line,) = _kernel_course(t, amplitude, numbers)
+    assert numbers["kernel_min_t"] == 100.0
+    assert numbers["kernel_fall"] == pytest.approx(10.0) and numbers["kernel_rise"] == pytest.approx(10.0 ** 0.5)
+    assert "falls by a factor 10 to its minimum at t = 100, then rises by a factor 3.16" in line
+
+
+def test_figures_draw_the_preferred_decay_model_only():
+    from analysis.simple import fit_lines
+
+    rng = np.random.default_rng(4)
+    t = np.geomspace(1.0, 1e4, 60)
+    exponential = np.exp(-t / 300.0)[:, None] * np.exp(0.01 * rng.standard_normal((60, 8)))
+    power = (t ** -0.7)[:, None] * np.exp(0.01 * rng.standard_normal((60, 8)))
+    _, numbers, fit = fit_lines("x", t, exponential, (10.0, 3000.0))
+    label, values = fit.curve(np.array([300.0]))
+    assert numbers["x_best_model"] == "exponential" and label.startswith("A exp(-t / ")
+    p = fit.comparison.models["exponential"].params
+    assert p["tau"] == pytest.approx(300.0, rel=0.02)  # the data's own time scale, to its 1 % noise
+    assert values[0] == pytest.approx(p["A"] * np.exp(-300.0 / p["tau"]), rel=1e-12)
+    _, numbers, fit = fit_lines("y", t, power, (10.0, 1e4))
+    label, _ = fit.curve(t)
+    assert numbers["y_best_model"] == "power_law" and label.startswith("t^-0.7")
