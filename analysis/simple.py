@@ -175,10 +175,23 @@ def kernel_section(source, plt):
         # the exponent is reported only where a power law is the preferred model (issue 22)
         new[0] = (f"- kernel amplitude: no power law over the window (the comparison below prefers "
                   f"{fit.comparison.best}); the power-law exponent there would be {fit.power_law.exponent:.3f}")
+    elif fit is not None:
+        new[0] += kernel_fit_caveat(numbers, win)
     lines += new
     numbers.update(nums)
     figures = [decay_figure(plt, t, kamp, fit, "NTK amplitude (RMS over probe pairs)", out_dir / f"{stem}_kernel.png")]
     return lines, numbers, figures
+
+
+def kernel_fit_caveat(numbers: dict, window) -> str:
+    """The words a kernel-amplitude fit needs when the amplitude passes its minimum inside the fit
+    window and rises by more than 5 % after it: the three decay models compared cannot rise, so the
+    one preferred is ranked among them, not a description of the curve."""
+    t_min = numbers.get("kernel_min_t")
+    if t_min is None or not window[0] < t_min < window[1] or numbers["kernel_rise"] <= 1.05:
+        return ""
+    return (f" -- the amplitude passes its minimum inside the window (t = {t_min:g}) and rises after it: "
+            "this exponent averages a fall and a rise, it is not an aging exponent")
 
 
 def _kernel_course(t, amplitude, numbers) -> list[str]:

@@ -217,3 +217,12 @@ def test_figures_draw_the_preferred_decay_model_only():
     _, numbers, fit = fit_lines("y", t, power, (10.0, 1e4))
     label, _ = fit.curve(t)
     assert numbers["y_best_model"] == "power_law" and label.startswith("t^-0.7")
+
+
+def test_a_kernel_fit_across_a_minimum_is_flagged():
+    from analysis.simple import kernel_fit_caveat
+
+    inside = dict(kernel_min_t=1e4, kernel_rise=1.12)
+    assert "averages a fall and a rise" in kernel_fit_caveat(inside, (500.0, 5e4))
+    assert kernel_fit_caveat(inside, (2e4, 5e4)) == ""  # the minimum is before the window
+    assert kernel_fit_caveat(dict(kernel_min_t=1e4, kernel_rise=1.01), (500.0, 5e4)) == ""  # no real rise
