@@ -82,7 +82,8 @@ class TimeSteppedKind:
         return config_from_tables(tables, self.sections, self.config_class, self.name)
 
     def runner(self, config):
-        raise NotImplementedError
+        """The kind's ``dynsim.engine.TimeLoop`` for ``config``: every time-stepped kind provides it."""
+        raise NotImplementedError(f"the kind {self.name!r} provides no runner")
 
     def compile_plan(self) -> list[dict]:
         return []

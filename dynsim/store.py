@@ -304,17 +304,32 @@ def _hdf5_reason(text: str) -> str:
     return text.splitlines()[0] if text else "I/O error"
 
 
+def _abandon_creation(writer):
+    """Undo a writer's creation that failed (RunWriter, ChainWriter): close what was opened, remove the
+    temporary file, release the lock; the path is as it was."""
+    if writer.file is not None and writer.file.id.valid:
+        try:
+            writer.file.close()
+        except (OSError, RuntimeError):
+            pass
+    writer.path.with_name(writer.path.name + ".partial").unlink(missing_ok=True)
+    writer.lock.release()
+
+
+def _what_is_kept(writer) -> str:
+    kept = getattr(writer, "last_checkpoint", None)
+    return (f"it keeps its last checkpoint (step {kept[0]}, {kept[1]} records)" if kept
+            else "it keeps what was committed")
+
+
 def _ensure_room(writer, need: int):
     """Refuse a write that cannot fit before any byte of it is written: a write that fails half way
     leaves HDF5 unable even to close the file cleanly, while the file on disk is still at its last
     commit; refusing first keeps both the file and the process sound."""
     free = shutil.disk_usage(writer.path.parent).free
     if need > free:
-        kept = getattr(writer, "last_checkpoint", None)
-        where = (f"it keeps its last checkpoint (step {kept[0]}, {kept[1]} records)" if kept
-                 else "it keeps what was committed")
         raise StoreError(f"the disk holding {writer.path} is full: {format_bytes(free)} free, the next write needs "
-                         f"about {format_bytes(need)}; {where}: free some space, then 'dynsim resume {writer.path}'")
+                         f"about {format_bytes(need)}; {_what_is_kept(writer)}: free some space, then 'dynsim resume {writer.path}'")
 
 
 _WRITE_SLACK = 1 << 20  # HDF5 metadata, chunk index growth, the status and checkpoint writes
@@ -337,9 +352,7 @@ def _io_guarded(method):
                 free = format_bytes(shutil.disk_usage(self.path.parent).free)
             except OSError:
                 free = "unknown"
-            kept = getattr(self, "last_checkpoint", None)
-            where = (f"it keeps its last checkpoint (step {kept[0]}, {kept[1]} records)" if kept
-                     else "it keeps what was committed")
+            where = _what_is_kept(self)
             reason = getattr(exc, "strerror", None) or _hdf5_reason(str(exc))
             raise StoreError(f"writing {self.path} failed: {reason} ({free} free on its disk); {where}: free some "
                              f"space, then 'dynsim resume {self.path}'") from None
@@ -370,18 +383,8 @@ class RunWriter:
             self._create(config, data, params_initial, observables, backend, device, history, two_time, inputs,
                          int(trajectory_replicas), dict(provenance or {}))
         except BaseException:
-            self._abandon()
+            _abandon_creation(self)
             raise
-
-    def _abandon(self):
-        """Undo a creation that failed: close, remove the temporary file, release the lock."""
-        if self.file is not None and self.file.id.valid:
-            try:
-                self.file.close()
-            except (OSError, RuntimeError):
-                pass
-        self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
-        self.lock.release()
 
     def _create(self, config, data, params_initial, observables, backend, device, history, two_time, inputs,
                 trajectory_replicas, provenance):
@@ -1068,10 +1071,7 @@ class ChainWriter:
                 raise StoreError(f"{self.path} already exists; pass --overwrite to replace it")
             self._create(config, inputs, measures)
         except BaseException:
-            if self.file is not None and self.file.id.valid:
-                self.file.close()
-            self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
-            self.lock.release()
+            _abandon_creation(self)
             raise
 
     def _create(self, config, inputs, measures):

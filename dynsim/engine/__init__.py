@@ -8,6 +8,7 @@ packs model and trainer into plain arrays and allocates; neither computes physic
 engine imports no kind: kinds import it.
 """
 import dataclasses
+import abc
 import datetime
 import math
 import os
@@ -53,7 +54,7 @@ def get_backend(name: str):
     raise ConfigError("run.backend", f"got {name!r}; allowed: 'cpu', 'cuda'")
 
 
-class TimeLoop:
+class TimeLoop(abc.ABC):
     """The shared time loop of every time-stepped kind of experiment (``dynsim.experiment``).
 
     A kind's runner subclasses it, calls ``__init__`` with what the loop and the store need, and
@@ -75,17 +76,21 @@ class TimeLoop:
         self.record_steps = record_steps
         self.chunk_steps = int(chunk_steps)
 
+    @abc.abstractmethod
     def initial_params(self) -> np.ndarray:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def allocate_buffers(self) -> dict:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def advance(self, params, s0, s1, status, failed_step):
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def measure(self, params, buffers):
-        raise NotImplementedError
+        """See the class docstring."""
 
     @property
     def trajectory_replicas(self) -> int:
@@ -104,7 +109,8 @@ class TimeLoop:
         return False
 
     def measure_on_host(self, host_params, buffers):
-        raise NotImplementedError
+        """Only called when ``host_observables`` is true: a runner that says so provides it."""
+        raise NotImplementedError(f"{type(self).__name__} reports host_observables but has no measure_on_host")
 
     def two_time(self, step, host_params, snapshots, writer, buffers):
         """At a record: take the snapshot if ``step`` is a waiting time, then C and Delta against all taken."""
