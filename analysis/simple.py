@@ -46,7 +46,13 @@ def run_label(reader) -> str:
     label = f"{t['method']}"
     if t["method"] == "sde":
         label += f"/{t['noise']}"
-    return f"{label} {m['activation']} N={m['width']} eta={t['eta']:g}"
+    if "activation" in m:
+        label += f" {m['activation']}"
+    if "width" in m:
+        label += f" N={m['width']}"
+    if "kernel" in m:  # a model of the function (the response law): its kernel and amplitude
+        label += f" K={m['kernel']} A={m['amplitude']}"
+    return f"{label} eta={t['eta']:g}"
 
 
 def fit_lines(name, t, values, window):

@@ -10,14 +10,15 @@ says its kind in its root attribute ``kind`` (``dynsim.store.file_kind``). An un
 The built-in kinds are imported here (and only here); ``register`` adds another one, for example
 a kind defined in a user's own module or in a test.
 """
-from . import chain_experiment, deep_experiment, simple_experiment
+from . import chain_experiment, deep_experiment, response_law_experiment, simple_experiment
 from .config import parse_toml, read_toml_file
 from .spec import ConfigError
 from .store import file_kind
 
 DEFAULT_KIND = "simple"
 
-_KINDS = {kind.name: kind for kind in (simple_experiment.KIND, deep_experiment.KIND, chain_experiment.KIND)}
+_KINDS = {kind.name: kind for kind in (simple_experiment.KIND, deep_experiment.KIND, chain_experiment.KIND,
+                                       response_law_experiment.KIND)}
 
 
 def register(kind, *, replace: bool = False):
