@@ -18,9 +18,10 @@ do not pay for importing SymPy.
 """
 import importlib
 
-QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements", "aging", "selection_mle")
+QUANTITIES = ("gradients", "ntk", "response", "kernel_init", "lazy", "statements", "aging", "selection_mle",
+              "response_law")
 # the quantities that do not depend on the simple network's hidden activation
-ACTIVATION_FREE_QUANTITIES = ("aging", "selection_mle")
+ACTIVATION_FREE_QUANTITIES = ("aging", "selection_mle", "response_law")
 
 _EXPORTS = {
     "symbolic": ("ACTIVATION_EXPRESSIONS", "LOSS_EXPRESSIONS", "activation", "loss"),

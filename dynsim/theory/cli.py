@@ -18,12 +18,14 @@ def register(subparsers):
     p = subparsers.add_parser("derive", help="print the analytic NTK, response, kernels or lazy solution "
                                              "of the simple network (SymPy)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS),
-                   help="hidden activation (needed by every quantity but aging and selection_mle)")
+                   help="hidden activation (needed by every quantity but aging, selection_mle and "
+                        "response_law)")
     p.add_argument("--quantity", required=True, choices=QUANTITIES,
                    help="gradients | ntk | response (to eta^2) | kernel_init (expectation at "
                         "initialisation) | lazy (linearised GD) | statements | aging (late-time exponents "
                         "and first corrections of a saturating output) | selection_mle (max-norm chain of the "
-                        "wormhole paper: the selection's MLE k/n and per-row -log2 L = H2(k/n))")
+                        "wormhole paper: the selection's MLE k/n and per-row -log2 L = H2(k/n)) | response_law "
+                        "(the response-law model's solutions: one sample per loss, two samples' boundary)")
     p.add_argument("--loss", choices=AGING_LOSSES, default=None, help="aging: one loss (default: both)")
     p.add_argument("--output", choices=AGING_OUTPUTS, default="sigmoid", help="aging: output nonlinearity "
                                                                               "(default sigmoid)")

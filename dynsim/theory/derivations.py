@@ -12,7 +12,8 @@ Quantities: gradients, ntk, response (to eta^2), kernel_init (expectation at ini
 infinite-width NTK for "ntk" scaling), lazy (linearised GD / gradient flow), statements (the
 analytic statements of ``statements.py``), aging (late-time exponents and first corrections of a
 saturating sigmoid output under squared error and cross-entropy, ``aging.py``), selection_mle
-(the maximum-likelihood reading of the max-norm chain of the wormhole paper, ``chain.py``).
+(the maximum-likelihood reading of the max-norm chain of the wormhole paper, ``chain.py``),
+response_law (the response-law model's solutions for one and two samples, ``response_law.py``).
 """
 import dataclasses
 
@@ -29,6 +30,7 @@ from .lazy import compiled_mode_filters, matrix_equations, mode_filters
 from .network import (A_DISPLAY, B_DISPLAY, D_sym, U_DISPLAY, W_DISPLAY, Architecture, compiled_activation,
                       compiled_unit, d_index, derive_unit, display_inputs, j_index, pre_activation_definitions,
                       sum_over_units)
+from .response_law import solutions as response_law_solutions
 from .statements import all_statements
 
 
@@ -214,8 +216,16 @@ def _selection_mle() -> Derivation:
                        "expected_squared_gain, collapse_factor"))
 
 
+def _response_law() -> Derivation:
+    """The response-law model's analytic solutions (``response_law.solutions``)."""
+    law = response_law_solutions()
+    return Derivation("response_law", None, "response-law model: one and two samples under a power-law amplitude",
+                      law.equations(), (), (), law.notes())
+
+
 _BUILDERS = {"gradients": _gradients, "ntk": _ntk, "response": _response, "kernel_init": _kernel_init,
-             "lazy": _lazy, "statements": _statements, "aging": _aging, "selection_mle": _selection_mle}
+             "lazy": _lazy, "statements": _statements, "aging": _aging, "selection_mle": _selection_mle,
+             "response_law": _response_law}
 if tuple(_BUILDERS) != QUANTITIES:
     raise ImportError("dynsim.theory.QUANTITIES and the derivations in derivations.py differ")
 
@@ -233,6 +243,8 @@ def derive(quantity: str, activation: str | None = None, scaling: str = "ntk", h
         return _aging((loss,) if loss else AGING_LOSSES, output)
     if quantity == "selection_mle":
         return _selection_mle()
+    if quantity == "response_law":
+        return _response_law()
     if activation is None:
         raise ValueError(f"quantity {quantity!r} needs an activation: one of {', '.join(sym.ACTIVATION_EXPRESSIONS)}")
     return _BUILDERS[quantity](Architecture(activation, scaling, hidden_bias, output_bias))
