@@ -16,6 +16,8 @@ import nothing of this module (so the registry can import them all without a cyc
   ``sweep_table`` (``analysis.simple``);
 * kind ``mlp``: ``deep``, and ``deep_sweep`` for a sweep (``analysis.deep``);
 * kind ``maxnorm_chain``: ``chain``, and ``chain_points`` for a sweep (``analysis.chain``);
+* kind ``response_law``: ``law_vs_network`` (``analysis.response_law``), besides the simple
+  network's ``training``, ``response``, ``kernel`` and ``regions``, which read its files unchanged;
 * any run file: ``time_series`` (``analysis.timeseries``).
 """
 import dataclasses
@@ -26,7 +28,7 @@ from dynsim.kinds import kind_of_file
 from dynsim.store import RunReader
 from dynsim.sweep import is_sweep_file, sweep_points
 
-from . import chain, deep, plasticity, regions, saturation, simple, timeseries
+from . import chain, deep, plasticity, regions, response_law, saturation, simple, timeseries
 from .figures import gallery, pyplot
 
 
@@ -256,6 +258,9 @@ for _section in (
                       description="collapse, distances, norm growth, wormhole and flip-label of a max-norm chain"),
         ReportSection("chain_points", _drawn(lambda s, plt: chain.chain_points_parts(s.path, s.out_dir, plt)),
                       description="the chain section of every stored point of a merged sweep of chains"),
+        ReportSection("law_vs_network", _drawn(response_law.law_vs_network_section), observables={"output"},
+                      description="the response-law model against its reference network: function error, regions, "
+                                  "boundaries, carving times"),
         ReportSection("time_series", _drawn(timeseries.time_series_section),
                       description="every (record, replica) observable over time, final mean with a 95% interval"),
 ):

@@ -255,7 +255,9 @@ class ResponseLawRun(TimeLoop):
                          record_steps=schedule(cfg.run.steps, cfg.record.n_records, cfg.record.spacing,
                                                np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
         sampling = SAMPLING["full"] if cfg.training.method == "gd" else SAMPLING[cfg.training.sampling]
-        self.law_ints = np.array([n_out, batch, sampling, LOSSES[cfg.training.loss], n_train], dtype=np.int64)
+        self.law_ints = np.zeros(5, dtype=np.int64)
+        self.law_ints[[LI_OUTPUTS, LI_BATCH, LI_SAMPLING, LI_LOSS, LI_TRAIN]] = (n_out, batch, sampling,
+                                                                               LOSSES[cfg.training.loss], n_train)
         self.y_train = np.ascontiguousarray(data.y_train, dtype=np.float64).reshape(-1)
         self.y_test = np.ascontiguousarray(data.y_test, dtype=np.float64).reshape(-1)
         self.class_threshold = 0.5 if cfg.task.labels == "01" else 0.0

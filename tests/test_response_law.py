@@ -219,3 +219,61 @@ def test_reference_file_must_be_the_same_data(tmp_path):
     with pytest.raises(ConfigError) as err:
         ResponseLawRun(kinds.load_config(cfg_path))
     assert err.value.field == "model.reference_file" and "other data" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def network_file(tmp_path_factory):
+    """A simple-network run recording its NTK, responses, outputs and parameters: the law's reference."""
+    tmp = tmp_path_factory.mktemp("reference")
+    path = tmp / "net.toml"
+    path.write_text(dump_toml(dict(run=dict(seed=SEED, replicas=3, steps=400), model=NETWORK, task=TASK,
+                                   training=dict(method="gd", eta=0.1),
+                                   record=dict(n_records=8, params=True,
+                                               observables=["loss_train", "output", "ntk", "response"]))))
+    _run(path, tmp / "net.h5").close()
+    return tmp / "net.h5"
+
+
+def test_file_amplitude_and_file_kernel_are_the_networks(tmp_path, network_file):
+    """'file' amplitude: at the network's record steps, the law's A(t) is that record's mean NTK diagonal
+    over its value at t = 0; 'ntk_file': the law's kernel is the NTK of the recorded parameters at the
+    kernel step, rescaled to the initial NTK's trace on the training inputs (SymPy-derived NTK)."""
+    common = dict(reference_file=str(network_file))
+    law = _law(tmp_path, model=common | dict(kernel="ntk_file", kernel_step=200, amplitude="file"),
+               record=dict(observables=["ntk", "amplitude", "output"]), run=dict(steps=400))
+    with _run(law, tmp_path / "law.h5") as rd:
+        amp, ntk_law = rd.observable("amplitude"), rd.observable("ntk")
+    config = kinds.load_config(law)
+    with RunReader(network_file) as net:
+        diag = np.einsum("trpp->trp", net.observable("ntk")).mean(axis=2)
+        steps, theta, data = net.steps, net.trajectory(), net.data()
+    np.testing.assert_allclose(amp, diag / diag[0], rtol=1e-12)
+    k = int(np.argmin(np.abs(steps - 200)))
+    network = config.model.network
+    for r in range(3):
+        trace0 = np.trace(empirical_ntk(network, theta[0, r], data.x_train, data.x_train))
+        tracek = np.trace(empirical_ntk(network, theta[k, r], data.x_train, data.x_train))
+        expected = empirical_ntk(network, theta[k, r], data.x_probe, data.x_probe) * trace0 / tracek
+        # amplitude x kernel at every record, the kernel fixed at the kernel step
+        np.testing.assert_allclose(ntk_law[:, r], amp[:, r, None, None] * expected[None], rtol=1e-10)
+    assert abs(diag[-1] / diag[0] - 1).max() > 0.01  # the amplitude moved: the file's values are used
+
+
+def test_report_compares_the_law_with_its_reference(tmp_path, network_file):
+    from analysis.report import write_report
+    from analysis.response_law import compare_files
+
+    law = _law(tmp_path, model=dict(reference_file=str(network_file)), run=dict(steps=400),
+               record=dict(observables=["output", "response", "loss_train"]))
+    out = tmp_path / "law.h5"
+    _run(law, out).close()
+    text = write_report([str(out)], tmp_path / "report").read_text()
+    assert "law vs network" in text and "function error" in text and "boundary positions" in text
+    comparison = compare_files(out, network_file)
+    with RunReader(out) as a, RunReader(network_file) as b:
+        f_law, f_net = a.observable("output"), b.observable("output")
+    error = np.linalg.norm((f_law - f_net)[-1].reshape(3, -1), axis=1) / np.linalg.norm(f_net[-1].reshape(3, -1),
+                                                                                        axis=1)
+    np.testing.assert_allclose(comparison.function_error[-1], error, rtol=1e-12)
+    # at t = 0 the law starts from the network's own function: no error at all
+    assert np.abs(comparison.function_error[0]).max() < 1e-14

@@ -217,3 +217,33 @@ def test_chain_sweep_over_seeds_and_depth_runs_merges_and_reads(tmp_path, cluste
     assert "4 completed points over run.seed, model.depth" in text
     for group, _ in stored:  # one chain section per point
         assert f"### point {group.rpartition('/')[2]}" in text
+
+
+def test_response_law_sweep_over_seeds_and_kernels_runs_and_reports(tmp_path, cluster_client):
+    """The response-law kind sweeps like any kind: seeds x kernels; each merged point equals the law run
+    alone, and the merged file goes through 'dynsim info' and 'analysis report'."""
+    from dynsim.kinds import config_from_mapping, run
+
+    base = config_from_mapping(dict(run=dict(replicas=2, steps=50), model=dict(kind="response_law", width=4),
+                                    task=dict(n_train=6, n_test=4, n_probes=5, n_sources=2),
+                                    record=dict(n_records=4)))
+    write_config(tmp_path / "base.toml", base)
+    path = tmp_path / "sweep.toml"
+    path.write_text('base = "base.toml"\noutput = "out"\n[axes]\n"run.seed" = [1, 2]\n'
+                    '"model.kernel" = ["ntk_init", "arccos"]\n')
+    sweep = load_sweep(path)
+    status = run_sweep(sweep, client=cluster_client, progress=False)
+    assert all(s["code"] == "completed" for s in status.values()), status
+    stored = sweep_points(sweep.merged_path)
+    for (group, values), point in zip(stored, sweep.points):
+        reference = tmp_path / f"ref-{point.name}.h5"
+        assert run(point.config, reference, progress=False).ok
+        with RunReader(sweep.merged_path, group) as merged, RunReader(reference) as alone:
+            assert merged.model_attrs["kernel"] == values["model.kernel"]
+            np.testing.assert_array_equal(merged.observable("output"), alone.observable("output"))
+    info = run_cli("info", sweep.merged_path, check=True).stdout
+    assert "4 points, 4 completed" in info and "model.kernel" in info
+    from analysis.report import write_report
+
+    text = write_report([str(sweep.merged_path)], tmp_path / "report").read_text()
+    assert "4 completed points over run.seed, model.kernel" in text
