@@ -12,7 +12,12 @@ replicas are the independent samples every interval below is taken over):
 * D = 1: the boundaries (zero crossings of f for one output, argmax changes for M) at the end, and
   when each region is carved: the first record at which >= 90 % of the probes inside the task's
   region are claimed by its class; the boundary speed's power-law exponent where both have one;
-* the response amplitude (RMS of the recorded response) at the end, law over network.
+* the response amplitude (RMS of the recorded response) at the end, law over network;
+* plasticity, where the law records ``late_response`` and the network its parameters: the
+  first-order response of one step on each never-trained test sample at itself,
+  eta |sum_n Theta_mn(x, x) l'_n(f(x), y)|, the network's recomputed from its recorded parameters
+  (``dynsim.trajectory.measure_run`` on the test inputs); its mean over test samples, law over
+  network at the end, and each one's power-law decay exponent over the last two decades.
 
 Every interval is a 95 % percentile bootstrap over replicas (2,000 resamples, seeded).
 """
@@ -62,6 +67,8 @@ class LawComparison:
     carve_law: np.ndarray | None           # [replica, region]: time each region is carved (inf: never)
     carve_network: np.ndarray | None
     response_ratio: np.ndarray | None      # [replica] at the end
+    late_law: np.ndarray | None = None     # [record, replica]: mean first-order late-sample response
+    late_network: np.ndarray | None = None
 
     def summary(self) -> dict:
         """The comparison's numbers, each (mean, low, high) over replicas."""
@@ -84,7 +91,48 @@ class LawComparison:
                                       float(np.mean(np.isfinite(self.carve_network))))
         if self.response_ratio is not None:
             out["response_ratio_final"] = replica_interval(self.response_ratio)
+        if self.late_law is not None:
+            out["late_ratio_final"] = replica_interval(self.late_law[-1] / self.late_network[-1])
+            out["late_exponents"] = tuple(_decay_exponent(self.times, v) for v in (self.late_law, self.late_network))
         return out
+
+
+def _decay_exponent(times, values):
+    """Power-law exponent (with its interval over replicas) of ``values`` [record, replica] over the last
+    two decades of t, or None where fewer than 3 records are positive there."""
+    keep = (times > 0) & np.all(np.isfinite(values) & (values > 0), axis=1)
+    if keep.sum() < 3:
+        return None
+    fit = fit_power_law(times[keep], values[keep].T, window=(float(times[-1]) / 100.0, float(times[-1])))
+    return (fit.exponent, *fit.exponent_ci)
+
+
+def network_late_response(network_path, x_test, y_test, replicas: int) -> np.ndarray | None:
+    """[record, replica]: the network's mean first-order late-sample response over the test samples,
+    recomputed from its recorded parameters; None when it records none."""
+    import tempfile
+
+    from dynsim.theory.network import loss_derivative
+    from dynsim.trajectory import measure_run
+
+    with RunReader(network_path) as rd:
+        if rd.trajectory_replicas < replicas:
+            return None
+        outputs = int(rd.model_attrs.get("outputs", 1))
+        eta, loss = float(rd.training_attrs["eta"]), rd.training_attrs["loss"]
+    kernel = "ntk" if outputs == 1 else "ntk_outputs"
+    with tempfile.TemporaryDirectory(prefix="dynsim-law-") as folder:
+        path = measure_run(network_path, Path(folder) / "test.h5", observables=[kernel, "output"], probes=x_test)
+        with RunReader(path) as rd:
+            ntk, f = rd.observable(kernel)[:, :replicas], rd.observable("output")[:, :replicas]
+    y = np.asarray(y_test, dtype=float).reshape(len(x_test), outputs)
+    grad = loss_derivative(loss, f, np.broadcast_to(y, f.shape))          # [record, replica, test, M]
+    if outputs == 1:
+        diagonal = np.einsum("trkk->trk", ntk)[..., None, None]             # [record, replica, test, 1, 1]
+    else:
+        diagonal = np.einsum("trkkmn->trkmn", ntk)
+    response = eta * np.linalg.norm(np.einsum("trkmn,trkn->trkm", diagonal, grad), axis=-1)
+    return response.mean(axis=2)
 
 
 def _median_record(times) -> int:
@@ -140,12 +188,20 @@ def compare_files(law_path, network_path) -> LawComparison:
         times, x_probe = net.times[ni], net.data().x_probe
         config = stored_config(net)
         threshold = 0.5 if config.task.labels == "01" else 0.0
+        late_law = late_net = None
+        if "late_response" in law.observable_names and law.data().x_test.shape[0]:
+            late_law = law.observable("late_response")[li, :replicas].mean(axis=2)
+            x_test, y_test = law.data().x_test, law.data().y_test
         ratio = None
         if "response" in law.observable_names and "response" in net.observable_names:
             rms = lambda rd: np.sqrt(np.mean(rd.observable("response", records=slice(-1, None))[0, :replicas] ** 2,  # noqa: E731
                                              axis=(1, 2)))
             if law.steps[-1] == net.steps[-1]:
                 ratio = rms(law) / rms(net)
+    if late_law is not None:
+        late_net = network_late_response(network_path, x_test, y_test, replicas)
+        late_net = None if late_net is None else late_net[ni]
+        late_law = None if late_net is None else late_law
     flat = lambda a: a.reshape(a.shape[0], a.shape[1], -1)  # noqa: E731
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.linalg.norm(flat(f_law - f_net), axis=2) / np.linalg.norm(flat(f_net), axis=2)
@@ -167,7 +223,7 @@ def compare_files(law_path, network_path) -> LawComparison:
             target = np.minimum(m - 1, np.floor(x * m).astype(int))
         carve_law, carve_net = _carving_times(times, cl, target), _carving_times(times, cn, target)
     return LawComparison(str(law_path), str(network_path), times, x_probe, f_law, f_net, error, change, agreement,
-                         b_law, b_net, carve_law, carve_net, ratio)
+                         b_law, b_net, carve_law, carve_net, ratio, late_law, late_net)
 
 
 def boundary_exponent(times, boundaries):
@@ -216,6 +272,14 @@ def law_lines(comparison: LawComparison, label: str = "") -> tuple[list[str], di
                      f"{s['carved_fraction'][1]:.0%} of replica-regions")
     if "response_ratio_final" in s:
         lines.append(f"  - response amplitude at the end, law / network: {_fmt(s['response_ratio_final'])}")
+    if "late_ratio_final" in s:
+        exps = s["late_exponents"]
+        text = (f"  - plasticity (first-order response of a step on a never-trained test sample, mean over them): "
+                f"law / network at the end {_fmt(s['late_ratio_final'])}")
+        if all(e is not None for e in exps):
+            text += (f"; decay exponent over the last two decades: law {exps[0][0]:.3f} [{exps[0][1]:.3f}, "
+                     f"{exps[0][2]:.3f}], network {exps[1][0]:.3f} [{exps[1][1]:.3f}, {exps[1][2]:.3f}]")
+        lines.append(text)
     return lines, s
 
 

@@ -26,6 +26,7 @@ from .engine.schedule import schedule
 from .experiment import TimeSteppedKind
 from .integrators import SAMPLING, TrainerSpec
 from .losses import LOSSES
+from .models.multi import output_jacobians
 from .models.response_law import (LAW, LI_BATCH, LI_LOSS, LI_OUTPUTS, LI_SAMPLING, LI_TRAIN, ResponseLawModel,
                                   advance_law, amplitude_of, measure_law, network_function, network_ntk,
                                   parametric_kernel)
@@ -50,9 +51,12 @@ OBSERVABLES = {spec.name: spec for spec in (
     ObservableSpec("ntk", ("probe", "probe2"), "output^2 / parameter^2",
                    "the law's kernel times its amplitude A(t) K(x_p, x_q) on the probes (one output)"),
     ObservableSpec("amplitude", (), "1", "the amplitude A(t) of the law at the record"),
+    ObservableSpec("late_response", ("test",), "output",
+                   "plasticity: the first-order response of one step on each never-trained test sample x_k at "
+                   "itself, eta A(t) |sum_n K_mn(x_k, x_k) l'_n(f_t(x_k), y_k)| (norm over outputs m)"),
 )}
 DEFAULT_OBSERVABLES = ("loss_train", "loss_test", "accuracy_train", "accuracy_test", "output", "response",
-                       "amplitude")
+                       "amplitude", "late_response")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +124,9 @@ class ResponseLawConfig:
                                                         "'response_outputs'" if name == "response" else
                                   f"got 'ntk' with model.outputs = {m.outputs}; the kernel is recorded for one "
                                   "output only")
+            if name == "late_response" and task.n_test == 0:
+                raise ConfigError("record.observables", "got 'late_response' with task.n_test = 0: it is measured on "
+                                                        "the test samples; set task.n_test > 0 or remove it")
             if name == "response_outputs" and m.outputs == 1:
                 raise ConfigError("record.observables", "got 'response_outputs' with one output: use 'response'")
 
@@ -129,7 +136,7 @@ class ResponseLawConfig:
             return tuple(self.record.observables)
         names = []
         for name in DEFAULT_OBSERVABLES:
-            if name in TEST_SET_OBSERVABLES and self.task.n_test == 0:
+            if (name in TEST_SET_OBSERVABLES or name == "late_response") and self.task.n_test == 0:
                 continue
             if name.startswith("accuracy") and not self.task.is_classification:
                 continue
@@ -168,7 +175,8 @@ class ResponseLawConfig:
         return OBSERVABLES
 
     def dim_sizes(self, n_probes: int, n_sources: int, n_waits: int = 0) -> dict[str, int]:
-        return {"probe": n_probes, "probe2": n_probes, "source": n_sources, "output_index": self.model.outputs}
+        return {"probe": n_probes, "probe2": n_probes, "source": n_sources, "output_index": self.model.outputs,
+                "test": self.task.n_test}
 
 
 # -- the reference run file ---------------------------------------------------------------------------------
@@ -268,7 +276,7 @@ class ResponseLawRun(TimeLoop):
     def _build_kernels(self, cfg, data):
         model, network = cfg.model, cfg.model.network
         n_out, want_ntk = model.outputs, "ntk" in cfg.observables
-        x_train, x_probe = data.x_train, data.x_probe
+        x_train, x_test, x_probe = data.x_train, data.x_test, data.x_probe
         reader = network_config = None
         if model.reference_file:
             reader, network_config = _reference(cfg, data)
@@ -284,6 +292,7 @@ class ResponseLawRun(TimeLoop):
                     thetas = network.init_params(cfg.run.seed, cfg.run.replicas)
                 self.kernel = np.empty((len(thetas), self.grid.shape[0], x_train.shape[0], n_out, n_out))
                 self.kernel_probes = np.empty((len(thetas) if want_ntk else 0, x_probe.shape[0], x_probe.shape[0]))
+                self.kernel_test = np.empty((len(thetas), x_test.shape[0], n_out, n_out))
                 for r, theta in enumerate(thetas):
                     self.kernel[r] = network_ntk(network, theta, self.grid, x_train)
                     scale = 1.0
@@ -293,6 +302,8 @@ class ResponseLawRun(TimeLoop):
                         self.kernel[r] *= scale
                     if want_ntk:
                         self.kernel_probes[r] = scale * network_ntk(network, theta, x_probe, x_probe)[:, :, 0, 0]
+                    jac = output_jacobians(network, theta, x_test)  # K(x_k, x_k): the diagonal only
+                    self.kernel_test[r] = scale * np.einsum("kmp,knp->kmn", jac, jac)
             else:
                 base = self._shared_kernel(model, network, self.grid, x_train)
                 self.kernel = np.zeros((1, self.grid.shape[0], x_train.shape[0], n_out, n_out))
@@ -300,6 +311,10 @@ class ResponseLawRun(TimeLoop):
                     self.kernel[0, :, :, m, m] = base
                 self.kernel_probes = self._shared_kernel(model, network, x_probe, x_probe)[None] if want_ntk \
                     else np.empty((0, x_probe.shape[0], x_probe.shape[0]))
+                diagonal = np.diagonal(self._shared_kernel(model, network, x_test, x_test)).copy()
+                self.kernel_test = np.zeros((1, x_test.shape[0], n_out, n_out))
+                for m in range(n_out):
+                    self.kernel_test[0, :, m, m] = diagonal
         finally:
             if reader is not None:
                 reader.close()
@@ -334,6 +349,7 @@ class ResponseLawRun(TimeLoop):
             "response_outputs": np.full((replicas, n_source if response else 0, n_probe, n_out), np.nan),
             "ntk": np.full((replicas, n_probe if "ntk" in names else 0, n_probe), np.nan),
             "amplitude": np.full(replicas, np.nan),
+            "late_response": np.full((replicas, data.x_test.shape[0] if "late_response" in names else 0), np.nan),
         }
         if "response" in names:  # one output: a view of the M-output response without its output axis
             buffers["response"] = buffers["response_outputs"][..., 0]
@@ -355,10 +371,11 @@ class ResponseLawRun(TimeLoop):
         replicas = params.shape[0]
         if amp.shape[0] > replicas:
             amp = amp[:replicas]
-        over_replicas(measure_law, replicas, params, self.kernel, self.y_train, self.y_test, self.data.x_test.shape[0],
-                      self.probe0, self.data.source_index, amp, self.law_ints, float(self.config.training.eta),
-                      self.class_threshold, buffers["loss_train"], buffers["loss_test"], buffers["accuracy_train"],
-                      buffers["accuracy_test"], buffers["output"], buffers["response_outputs"])
+        over_replicas(measure_law, replicas, params, self.kernel, self.kernel_test, self.y_train, self.y_test,
+                      self.data.x_test.shape[0], self.probe0, self.data.source_index, amp, self.law_ints,
+                      float(self.config.training.eta), self.class_threshold, buffers["loss_train"], buffers["loss_test"],
+                      buffers["accuracy_train"], buffers["accuracy_test"], buffers["output"], buffers["response_outputs"],
+                      buffers["late_response"])
         buffers["amplitude"][:] = np.broadcast_to(amp, (replicas,))
         if buffers["ntk"].shape[1]:
             kp = self.kernel_probes[:replicas] if self.kernel_probes.shape[0] > 1 else self.kernel_probes

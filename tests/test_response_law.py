@@ -47,12 +47,13 @@ def _run(cfg_path, out):
 
 
 def test_constant_amplitude_with_the_initial_ntk_is_the_lazy_network(tmp_path):
-    cfg_path = _law(tmp_path, record=dict(observables=["loss_train", "output", "response"]))
+    cfg_path = _law(tmp_path, record=dict(observables=["loss_train", "output", "response", "late_response"]))
     config = kinds.load_config(cfg_path)
     network = config.model.network
     with _run(cfg_path, tmp_path / "law.h5") as rd:
         steps, output, response, loss = rd.steps, rd.observable("output")[..., 0], rd.observable("response"), \
             rd.observable("loss_train")
+        late = rd.observable("late_response")
         data = rd.data()
     x_train, y, x_probe, src = data.x_train, data.y_train, data.x_probe, data.source_index
     eta = config.training.eta
@@ -67,6 +68,12 @@ def test_constant_amplitude_with_the_initial_ntk_is_the_lazy_network(tmp_path):
         np.testing.assert_allclose(loss[:, r], 0.5 * np.mean(residual ** 2, axis=1), rtol=1e-10, atol=1e-14)
         lazy_response = -eta * residual[:, src, None] * k_pt[:, src].T[None]
         np.testing.assert_allclose(response[:, r], lazy_response, rtol=0, atol=1e-11)
+        # plasticity: eta |f_t(x_k) - y_k| Theta_0(x_k, x_k) on the never-trained test samples
+        x_test = data.x_test
+        on_test = lazy_gd(k_tt, empirical_ntk(network, theta, x_test, x_train), network_outputs(network, theta, x_train),
+                          network_outputs(network, theta, x_test), y, eta, steps).f_other
+        expected = eta * np.abs(on_test - data.y_test) * np.diagonal(empirical_ntk(network, theta, x_test, x_test))
+        np.testing.assert_allclose(late[:, r], expected, rtol=0, atol=1e-11)
     assert loss[-1].max() < 0.5 * loss[0].min()  # it learned: the comparison is not of two constants
 
 

@@ -218,13 +218,15 @@ def advance_law(r0, r1, f, kern, y, amp, li, eta, seed, s0, s1, status, failed_s
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def measure_law(r0, r1, f, kern, y_train, y_test, n_test, probe0, source_index, amp, li, eta, class_threshold,
-                loss_train, loss_test, acc_train, acc_test, output, response):
+def measure_law(r0, r1, f, kern, kern_test, y_train, y_test, n_test, probe0, source_index, amp, li, eta,
+                class_threshold, loss_train, loss_test, acc_train, acc_test, output, response, late_response):
     """Losses, accuracies, probe outputs and responses of replicas r0..r1 (each left alone when empty).
 
     f [replica, grid * M] on grid = training inputs, ``n_test`` test inputs, then probes from row
     ``probe0``; response [replica, source, probe, M]: -eta A(t) sum_n K_mn(x_p, x_s) l'_n(f(x_s), y_s);
-    amp [1 or replica] the amplitude now.
+    amp [1 or replica] the amplitude now; late_response [replica, test] (when not empty): the first-order
+    response of one step on each never-trained test sample x_k at itself, eta A(t) |sum_n K_mn(x_k, x_k)
+    l'_n(f(x_k), y_k)| (the norm over outputs m), from kern_test [1 or replica, test, M, M] = K(x_k, x_k).
     """
     n_out, loss_code, n_train = li[LI_OUTPUTS], li[LI_LOSS], li[LI_TRAIN]
     n_probe = output.shape[1]
@@ -270,3 +272,12 @@ def measure_law(r0, r1, f, kern, y_train, y_test, n_test, probe0, source_index, 
                         acc += kern[k, probe0 + p, s, m, n] * loss_derivative(fr[s * n_out + n], y_train[s * n_out + n],
                                                                            loss_code)
                     response[r, j, p, m] = -eta * a * acc
+        for j in range(late_response.shape[1]):
+            sq = 0.0
+            for m in range(n_out):
+                acc = 0.0
+                for n in range(n_out):
+                    g = (n_train + j) * n_out + n
+                    acc += kern_test[k, j, m, n] * loss_derivative(fr[g], y_test[j * n_out + n], loss_code)
+                sq += acc * acc
+            late_response[r, j] = eta * a * math.sqrt(sq)
