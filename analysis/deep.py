@@ -35,8 +35,8 @@ from dynsim.store import RunReader
 from .figures import gallery, save
 
 MODE_NAMES = ("mode_order_preserving", "mode_dead", "mode_order_breaking")
-MODE_LABELS = {"mode_order_preserving": "order-preserving", "mode_dead": "dead",
-               "mode_order_breaking": "order-breaking"}
+MODE_LABELS = {"mode_order_preserving": "order-preserving", "mode_dead": "dead (flat)",
+               "mode_order_breaking": "order-breaking (mixed)", "mode_gain_fraction": "samples in the high-gain part"}
 # Per replica scalar series [record, replica] derived from the recorded observables, in report order.
 SERIES = ("accuracy_train", "accuracy_test", "test_error", "loss_train", "loss_test", "basin_sample",
           "basin_weight") + MODE_NAMES + ("feature_rank_data", "feature_rank_noise", "fooling_fraction",
@@ -327,6 +327,8 @@ def deep_run_parts(path, out_dir, plt, group=None, level=0.9) -> tuple[list[str]
         series = deep_series(rd)
         per_layer = {name: np.asarray(rd.observable(name), dtype=float) for name in MODE_NAMES
                      if name in rd.observable_names}
+        gain = np.asarray(rd.observable("mode_gain_fraction"), dtype=float) \
+            if "mode_gain_fraction" in rd.observable_names else None
         grok = grokking_delay(rd, level)
         title = _title(rd)
         n_replicas = int(rd.attrs.get("n_replicas", 0))
@@ -372,6 +374,8 @@ def deep_run_parts(path, out_dir, plt, group=None, level=0.9) -> tuple[list[str]
     figures.append(save(fig, out_dir / f"{stem}_deep_accuracy.png"))
 
     # neuron modes
+    if gain is not None:
+        numbers["final_gain_fraction_per_layer"] = mean_se(gain[-1], axis=0)[0].tolist()
     if per_layer:
         numbers["final_modes_per_layer"] = {}
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -395,9 +399,17 @@ def deep_run_parts(path, out_dir, plt, group=None, level=0.9) -> tuple[list[str]
         for ax in axes:
             ax.legend(fontsize=7)
         figures.append(save(fig, out_dir / f"{stem}_deep_modes.png"))
+        profiles = {name: per_layer[name] for name in ("mode_order_preserving", "mode_dead") if name in per_layer}
+        if gain is not None:
+            profiles["mode_gain_fraction"] = gain
+        figures.append(_mode_profile_figure(plt, profiles, t, stem, out_dir))
         lines += ["", "Neuron modes per hidden layer at the last record (fraction of neurons, mean over replicas):",
                   ""]
         lines += _table(("layer",) + tuple(MODE_LABELS[n] for n in per_layer), layer_rows)
+        if "final_gain_fraction_per_layer" in numbers:
+            lines += ["", "Fraction of training samples in a neuron's high-gain part (sigma' >= 1/2 its maximum), mean "
+                      "over neurons and replicas, per hidden layer at the last record: "
+                      + ", ".join(f"{v:.3f}" for v in numbers["final_gain_fraction_per_layer"])]
 
     # basins
     basins = [n for n in ("basin_sample", "basin_weight") if n in series]
@@ -613,3 +625,22 @@ def _sweep_figure(plt, axis, per, columns, path):
     for ax in list(axs.flat)[len(panels):]:
         ax.axis("off")
     return save(fig, path)
+
+
+def _mode_profile_figure(plt, profiles: dict, t, stem, out_dir) -> str:
+    """Layer x time heat maps (mean over replicas) of the order-preserving and flat fractions and, where
+    recorded, of the fraction of samples in the high-gain part: how a network allocates its neurons
+    between the modes, layer by layer, over training."""
+    keep = t > 0
+    fig, axes = plt.subplots(1, len(profiles), figsize=(4.2 * len(profiles), 3.4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], profiles.items()):
+        with warnings.catch_warnings():  # a record where every replica diverged
+            warnings.simplefilter("ignore", RuntimeWarning)
+            profile = np.nanmean(values[keep], axis=1)  # [record, layer]
+        layers = np.arange(1, profile.shape[1] + 1)
+        mesh = ax.pcolormesh(t[keep], layers, profile.T, vmin=0.0, vmax=1.0, cmap="viridis", shading="nearest")
+        ax.set(xscale="log", xlabel="t", ylabel="hidden layer", title=MODE_LABELS[name])
+        if len(layers) <= 16:
+            ax.set_yticks(layers)
+        fig.colorbar(mesh, ax=ax)
+    return save(fig, out_dir / f"{stem}_deep_mode_profile.png")

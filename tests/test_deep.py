@@ -108,18 +108,33 @@ def test_init_variances_and_layout():
         assert np.all(blocks["b1"] == 0.0)
 
 
-def _mode_fractions(arch, theta, x):
-    """Compiled mode counting (``_modes``) fed with the pre-activation ranges of the kernel's forward pass."""
+# sigma' of each activation in NumPy (an independent transcription of the definitions)
+_SLOPES = {"relu": lambda z: (z > 0).astype(float), "tanh": lambda z: 1.0 / np.cosh(z) ** 2,
+           "sigmoid": lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2,
+           "erf": lambda z: 2.0 / np.sqrt(np.pi) * np.exp(-z * z), "softplus": lambda z: 1.0 / (1.0 + np.exp(-z)),
+           "linear": lambda z: np.ones_like(z)}
+_MAX_SLOPE = {"relu": 1.0, "tanh": 1.0, "sigmoid": 0.25, "erf": 2.0 / np.sqrt(np.pi), "softplus": 1.0, "linear": 1.0}
+
+
+def _pre_activations(arch, theta, x):
+    """[sample, unit] pre-activations of the kernel's forward pass."""
     from dynsim.models.deep import forward
 
-    n = arch.n_units
-    pre, post = np.empty(n), np.empty(n)
-    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    pre, post = np.empty(arch.n_units), np.empty(arch.n_units)
+    rows = []
     for row in x:
         forward(theta, row, arch.layer_table(), arch.activation_code, pre, post)
-        low, high = np.minimum(low, pre), np.maximum(high, pre)
-    out = np.empty((3, arch.depth))
-    _modes(arch.layer_table(), arch.activation_code, low, high, out)
+        rows.append(pre.copy())
+    return np.array(rows)
+
+
+def _mode_fractions(arch, theta, x, activation="relu"):
+    """Compiled mode counting (``_modes``) fed with NumPy counts of samples in each unit's high-gain part
+    (sigma' >= 1/2 max sigma'): rows order-preserving, dead, order-breaking, gain fraction."""
+    z = _pre_activations(arch, theta, x)
+    gain = np.sum(_SLOPES[activation](z) >= 0.5 * _MAX_SLOPE[activation], axis=0).astype(float)
+    out = np.empty((4, arch.depth))
+    _modes(arch.layer_table(), gain, len(x), out)
     return out
 
 
@@ -128,11 +143,11 @@ def test_neuron_modes_on_hand_made_networks():
     x = np.random.default_rng(SEED).uniform(0.1, 1.0, (20, 3))  # all inputs positive
     theta = np.abs(arch.init_params(SEED, 1)[0]) + 0.01
     # positive weights on positive inputs: every pre-activation > 0, every neuron order-preserving
-    np.testing.assert_array_equal(_mode_fractions(arch, theta, x), [[1, 1], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(_mode_fractions(arch, theta, x)[:3], [[1, 1], [0, 0], [0, 0]])
     # negative first layer: layer 1 all dead; layer 2 then sees zeros only (pre-activation 0: flat piece)
     blocks = arch.unpack(theta)
     blocks["W1"][...] *= -1.0
-    np.testing.assert_array_equal(_mode_fractions(arch, theta, x), [[0, 0], [1, 1], [0, 0]])
+    np.testing.assert_array_equal(_mode_fractions(arch, theta, x)[:3], [[0, 0], [1, 1], [0, 0]])
     # layer 1: unit 0 reads x0 - 0.5 (inputs both sides: order-breaking), unit 1 reads -x0 (dead), units 2, 3 read +x
     blocks["W1"][...] = 0.0
     blocks["W1"][0, 0], blocks["W1"][1, 1] = 1.0, -1.0
@@ -144,12 +159,64 @@ def test_neuron_modes_on_hand_made_networks():
     bb["b1"][0] = -0.5
     bb["W2"][...] = 1.0
     frac = _mode_fractions(arch_b, theta_b, x)
-    np.testing.assert_array_equal(frac[:, 0], [0.5, 0.25, 0.25])
-    np.testing.assert_array_equal(frac[:, 1], [1.0, 0.0, 0.0])  # sums of non-negative units, some positive
-    # tanh is strictly increasing everywhere: all order-preserving whatever the weights
-    arch_t = DeepMLP(depth=2, width=4, activation="tanh").architecture(3, 2)
-    frac = _mode_fractions(arch_t, arch_t.init_params(SEED, 1)[0], np.random.default_rng(1).standard_normal((9, 3)))
-    np.testing.assert_array_equal(frac, [[1, 1], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(frac[:3, 0], [0.5, 0.25, 0.25])
+    np.testing.assert_array_equal(frac[:3, 1], [1.0, 0.0, 0.0])  # sums of non-negative units, some positive
+    below = np.mean(x[:, 0] - 0.5 > 0)  # unit 0's share of samples on its increasing piece
+    assert frac[3, 0] == pytest.approx((below + 0 + 1 + 1) / 4)
+
+
+@pytest.mark.parametrize("activation,edge", [("tanh", 0.8814), ("sigmoid", 1.7627), ("erf", 0.8326)])
+def test_saturating_units_have_modes_too(activation, edge):
+    """A saturating unit's high-gain part is |z| <= edge (sigma' >= 1/2 its maximum): unit 0 reads 0.1 x0
+    (always inside: order-preserving), unit 1 reads 10 + x0 (always saturated: flat), unit 2 reads
+    5 x0 (both: mixed). The measure is not constant for a saturating activation."""
+    np.testing.assert_array_less([0.5 * _MAX_SLOPE[activation]], _SLOPES[activation](np.array([edge * 0.999])))
+    np.testing.assert_array_less(_SLOPES[activation](np.array([edge * 1.001])), [0.5 * _MAX_SLOPE[activation]])
+    arch = DeepMLP(depth=1, width=3, activation=activation, bias=True).architecture(1, 2)
+    theta = np.zeros(arch.n_params)
+    b = arch.unpack(theta)
+    b["W1"][0, :] = [0.1, 1.0, 5.0]
+    b["b1"][:] = [0.0, 10.0, 0.0]
+    x = np.linspace(-1, 1, 41)[:, None]
+    frac = _mode_fractions(arch, theta, x, activation)
+    np.testing.assert_allclose(frac[:3, 0], [1 / 3, 1 / 3, 1 / 3])
+    inside = np.mean(np.abs(5.0 * x[:, 0]) <= edge)
+    assert frac[3, 0] == pytest.approx((1.0 + 0.0 + inside) / 3)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "erf", "softplus"])
+def test_mode_counts_of_the_measure_kernel_match_numpy_and_move_with_saturation(activation):
+    """The counts the record-time kernel makes (``_metrics``) equal the NumPy ones on random networks; a
+    network whose first layer is scaled up 8x (so its tanh, sigmoid or erf units saturate) has fewer
+    samples in its units' high-gain parts than at its initialisation, and its neurons are flat or
+    mixed: the measure responds to saturation (softplus, like relu, only to the sign of z)."""
+    from dynsim.observables.deep import MAX_SLOPE, MODE_GAIN, _metrics
+
+    arch = DeepMLP(depth=3, width=16, activation=activation).architecture(4, 3)
+    rng = np.random.default_rng(SEED)
+    x, labels = rng.standard_normal((64, 4)), rng.integers(0, 3, 64)
+    fractions = []
+    for scale in (1.0, 8.0):
+        theta = arch.init_params(SEED, 1)[0]
+        arch.unpack(theta)["W1"][...] *= scale
+        n = arch.n_units
+        pre, post, prob, gain = np.empty(n), np.empty(n), np.empty(3), np.empty(n)
+        _metrics(theta, x, labels, arch.layer_table(), arch.activation_code, pre, post, prob, gain,
+                 MODE_GAIN * MAX_SLOPE[arch.activation_code])
+        z = _pre_activations(arch, theta, x)
+        expected = np.sum(_SLOPES[activation](z) >= 0.5 * _MAX_SLOPE[activation], axis=0)
+        from dynsim.models.deep import L_OUT
+
+        hidden = slice(arch.layer_table()[0, L_OUT], arch.layer_table()[-1, L_OUT])  # the hidden layers' units
+        np.testing.assert_array_equal(gain[hidden], expected[hidden])
+        fractions.append(_mode_fractions(arch, theta, x, activation))
+    if activation == "softplus":  # its high-gain part is z >= 0: scaling the weights keeps every sign
+        np.testing.assert_array_equal(fractions[0][:, 0], fractions[1][:, 0])
+        return
+    # first layer: fewer samples in the high-gain part, and most neurons flat or mixed (the earlier
+    # definition called every one of them order-preserving)
+    assert fractions[1][3, 0] < fractions[0][3, 0] - 0.2, fractions
+    assert fractions[1][1, 0] + fractions[1][2, 0] > 0.9, fractions
 
 
 def _linear_classifier(normal, offset):

@@ -2,12 +2,20 @@
 
 Definitions (as used by dynsim; ../shared/papers/companions.md B and DESIGN.md section 4):
 
-* Neuron modes, per hidden layer, on the training set: a neuron is *order-preserving* when every
-  training sample's pre-activation lies on one strictly increasing piece of the activation (then
-  ranking the samples by its output equals ranking them by its pre-activation), *dead* when every
-  one lies on a flat piece, *order-breaking* otherwise. relu has the flat piece z <= 0 and the
-  increasing piece z > 0; linear, tanh, sigmoid, erf and softplus are strictly increasing
-  everywhere, so all their neurons are order-preserving by this definition.
+* Neuron modes, per hidden layer, on the training set. A training sample passes through a neuron's
+  *high-gain* part when sigma'(z) >= MODE_GAIN * max sigma' (``MODE_GAIN`` = 1/2), z its
+  pre-activation; the rest of the activation is its *flat* part. A neuron is *order-preserving* when
+  every training sample passes through the high-gain part, *dead* (flat) when none does, and
+  *order-breaking* (mixed) otherwise; ``mode_gain_fraction`` is the layer's mean over neurons of the
+  fraction of samples in the high-gain part. Why: where sigma' is high the neuron passes the samples
+  on in order and at nearly their distances (it acts as a linear map there); on a flat part it maps
+  them to nearly one value, so their order is lost to ties (relu, z <= 0) or to compression by a
+  small slope (a saturated tanh, sigmoid or erf). For relu (sigma' = 1 on z > 0, 0 else) and softplus
+  (sigma' = sigmoid(z) >= 1/2 for z >= 0) the high-gain part is z > 0 (z >= 0), the pieces of the
+  earlier definition; for tanh it is |z| <= 0.881, for sigmoid |z| <= 1.763, for erf |z| <= 0.833;
+  for linear units it is everything (they are order-preserving by construction). Files written
+  before 2026-12-04 hold the earlier definition (every neuron of a strictly increasing activation
+  order-preserving), identical to this one for relu.
 * Sample-space basin of a training sample x with predicted class c: the largest radius r such that
   x + r u is still classified c for every one of ``basin_directions`` random unit directions u
   (the same directions for every sample, replica and record), found by bisection on
@@ -31,12 +39,16 @@ import dataclasses
 import numpy as np
 from numba import njit
 
-from ..models.activations import RELU
+from ..models.activations import activate_derivative
 from ..models.deep import L_FAN_IN, L_FAN_OUT, L_OUT, L_B, L_W, forward, predicted_class, softmax_loss
 from ..rng import fill_normals
 from . import ObservableSpec
 
 STREAM_BASIN = 5  # directions of the weight-space basin (dynsim.rng streams 0-4 are taken)
+#: a sample is in a neuron's high-gain part where sigma'(z) >= MODE_GAIN * max sigma'
+MODE_GAIN = 0.5
+#: max sigma' per activation code (linear, relu, tanh, sigmoid, erf, softplus: dynsim.models.activations)
+MAX_SLOPE = np.array([1.0, 1.0, 1.0, 0.25, 2.0 / np.sqrt(np.pi), 1.0])
 
 DEEP_OBSERVABLE_SPECS = (
     ObservableSpec("loss_train", (), "loss", "softmax cross-entropy, mean over the training set"),
@@ -45,12 +57,13 @@ DEEP_OBSERVABLE_SPECS = (
     ObservableSpec("accuracy_test", (), "fraction", "fraction of test samples classified correctly"),
     ObservableSpec("param_norm", (), "parameter units", "Euclidean norm |theta| of the flat parameter vector"),
     ObservableSpec("mode_order_preserving", ("layer",), "fraction",
-                   "per hidden layer: fraction of neurons with every training pre-activation on one strictly "
-                   "increasing piece of the activation"),
+                   "per hidden layer: fraction of neurons through whose high-gain part (sigma' >= 1/2 max sigma') "
+                   "every training sample passes"),
     ObservableSpec("mode_dead", ("layer",), "fraction",
-                   "per hidden layer: fraction of neurons with every training pre-activation on a flat piece"),
+                   "per hidden layer: fraction of neurons with every training sample on the flat part (sigma' < "
+                   "1/2 max sigma')"),
     ObservableSpec("mode_order_breaking", ("layer",), "fraction",
-                   "per hidden layer: fraction of neurons whose training pre-activations straddle pieces"),
+                   "per hidden layer: fraction of neurons with training samples on both parts (mixed)"),
     ObservableSpec("basin_sample", ("source",), "input units",
                    "largest radius of random input perturbation (all record.basin_directions directions) that keeps "
                    "the basin sample's predicted class; bisection, capped at record.basin_max_radius"),
@@ -61,12 +74,17 @@ DEEP_OBSERVABLE_SPECS = (
                    "effective rank of the centred last-hidden-layer features of the first n training inputs"),
     ObservableSpec("feature_rank_noise", (), "units",
                    "effective rank of the centred last-hidden-layer features of n random-noise inputs"),
+    ObservableSpec("mode_gain_fraction", ("layer",), "fraction",
+                   "per hidden layer: mean over neurons of the fraction of training samples in the high-gain part"),
     ObservableSpec("fooling_fraction", (), "fraction",
                    "fraction of random-noise inputs classified with softmax confidence >= record.fooling_confidence"),
     ObservableSpec("noise_confidence", (), "probability", "mean largest softmax probability on the noise inputs"),
 )
 DEEP_OBSERVABLES = {spec.name: spec for spec in DEEP_OBSERVABLE_SPECS}
-DEEP_DEFAULT_OBSERVABLES = tuple(DEEP_OBSERVABLES)
+# mode_gain_fraction is asked for by name: a default list that grew would change the resolved
+# config, and with it the digest, of every deep config written before it existed
+DEEP_DEFAULT_OBSERVABLES = tuple(name for name in DEEP_OBSERVABLES if name != "mode_gain_fraction")
+MODE_NAMES = ("mode_order_preserving", "mode_dead", "mode_order_breaking", "mode_gain_fraction")
 FEATURE_NAMES = ("feature_rank_data", "feature_rank_noise", "fooling_fraction", "noise_confidence")
 
 
@@ -103,7 +121,7 @@ def measure_deep(params, x_train, labels_train, x_test, labels_test, layers, act
     names = set(buffers)
     n_hidden = layers.shape[0] - 1
     metrics = np.full((replicas, 5), np.nan)
-    modes = np.full((replicas, 3, n_hidden), np.nan)
+    modes = np.full((replicas, len(MODE_NAMES), n_hidden), np.nan)
     want_features = bool(names & set(FEATURE_NAMES))
     width_last = int(layers[n_hidden, L_FAN_IN])
     n_feat = probes.noise_x.shape[0] if want_features else 0
@@ -119,12 +137,12 @@ def measure_deep(params, x_train, labels_train, x_test, labels_test, layers, act
                     record.basin_max_radius, record.basin_bisections,
                     probes.weight_x if want_weight else probes.weight_x[:0], probes.weight_labels,
                     np.uint64(seed), record.weight_basin_directions if want_weight else 0, record.weight_basin_max,
-                    record.weight_basin_fraction, metrics, modes, feat_data, feat_noise, confidence, basin,
-                    weight_basin)
+                    record.weight_basin_fraction, MODE_GAIN * MAX_SLOPE[act], metrics, modes, feat_data, feat_noise,
+                    confidence, basin, weight_basin)
     for k, name in enumerate(("loss_train", "accuracy_train", "loss_test", "accuracy_test", "param_norm")):
         if name in names:
             buffers[name][...] = metrics[:, k]
-    for k, name in enumerate(("mode_order_preserving", "mode_dead", "mode_order_breaking")):
+    for k, name in enumerate(MODE_NAMES):
         if name in names:
             buffers[name][...] = modes[:, k]
     if "basin_sample" in names:
@@ -157,15 +175,14 @@ def effective_rank(features: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, error_model="numpy")
-def _metrics(theta, x, labels, layers, act, pre, post, prob, low, high):
-    """(mean loss, accuracy) over a data set; with low/high of length n_units, also the min / max of
-    every unit's pre-activation over it."""
+def _metrics(theta, x, labels, layers, act, pre, post, prob, gain, slope_min):
+    """(mean loss, accuracy) over a data set; with gain of length n_units, also the number of samples in
+    every unit's high-gain part (sigma'(z) >= slope_min)."""
     last = layers.shape[0] - 1
     out_off, classes = layers[last, L_OUT], layers[last, L_FAN_OUT]
-    track = low.shape[0] > 0
+    track = gain.shape[0] > 0
     if track:
-        low[:] = np.inf
-        high[:] = -np.inf
+        gain[:] = 0.0
     loss, correct = 0.0, 0
     n = x.shape[0]
     for mu in range(n):
@@ -175,27 +192,31 @@ def _metrics(theta, x, labels, layers, act, pre, post, prob, low, high):
             correct += 1
         if track:  # the hidden units: the input's slots of pre are never written
             for u in range(layers[0, L_OUT], out_off):
-                low[u] = min(low[u], pre[u])
-                high[u] = max(high[u], pre[u])
+                if activate_derivative(pre[u], act) >= slope_min:
+                    gain[u] += 1.0
     if n == 0:
         return np.nan, np.nan
     return loss / n, correct / n
 
 
 @njit(cache=True, error_model="numpy")
-def _modes(layers, act, low, high, out):
-    """out[3, L]: fractions of order-preserving, dead and order-breaking neurons per hidden layer."""
+def _modes(layers, gain, n_samples, out):
+    """out[4, L]: fractions of order-preserving, dead and order-breaking neurons per hidden layer, and the
+    mean fraction of samples in a neuron's high-gain part, from ``gain`` (samples there, per unit)."""
     for l in range(layers.shape[0] - 1):
         fan_out, off = layers[l, L_FAN_OUT], layers[l, L_OUT]
-        keep, dead = 0, 0
+        keep, dead, share = 0, 0, 0.0
         for i in range(fan_out):
-            if act != RELU or low[off + i] > 0.0:
+            g = gain[off + i]
+            if g >= n_samples:
                 keep += 1
-            elif high[off + i] <= 0.0:
+            elif g == 0.0:
                 dead += 1
+            share += g / n_samples
         out[0, l] = keep / fan_out
         out[1, l] = dead / fan_out
         out[2, l] = (fan_out - keep - dead) / fan_out
+        out[3, l] = share / fan_out
 
 
 @njit(cache=True, error_model="numpy")
@@ -314,7 +335,8 @@ def weight_basin(theta, x, labels, layers, act, seed, replica, n_directions, max
 @njit(cache=True, error_model="numpy")
 def _measure_kernel(params, x_train, labels_train, x_test, labels_test, layers, act, feature_x, noise_x, basin_x,
                     directions, max_radius, bisections, weight_x, weight_labels, seed, weight_directions, max_eps,
-                    weight_fraction, metrics, modes, feat_data, feat_noise, confidence, basin, weight_basin_out):
+                    weight_fraction, slope_min, metrics, modes, feat_data, feat_noise, confidence, basin,
+                    weight_basin_out):
     replicas, dim = params.shape
     last = layers.shape[0] - 1
     n_units = layers[last, L_OUT] + layers[last, L_FAN_OUT]
@@ -324,13 +346,12 @@ def _measure_kernel(params, x_train, labels_train, x_test, labels_test, layers, 
         pre = np.empty(n_units)
         post = np.empty(n_units)
         prob = np.empty(classes)
-        low = np.empty(n_units)
-        high = np.empty(n_units)
-        loss, acc = _metrics(theta, x_train, labels_train, layers, act, pre, post, prob, low, high)
+        gain = np.empty(n_units)
+        loss, acc = _metrics(theta, x_train, labels_train, layers, act, pre, post, prob, gain, slope_min)
         metrics[r, 0] = loss
         metrics[r, 1] = acc
-        _modes(layers, act, low, high, modes[r])
-        loss, acc = _metrics(theta, x_test, labels_test, layers, act, pre, post, prob, low[:0], high[:0])
+        _modes(layers, gain, x_train.shape[0], modes[r])
+        loss, acc = _metrics(theta, x_test, labels_test, layers, act, pre, post, prob, gain[:0], slope_min)
         metrics[r, 2] = loss
         metrics[r, 3] = acc
         metrics[r, 4] = np.sqrt(np.sum(theta * theta))
