@@ -21,12 +21,11 @@ in the file): the training input u, the wormhole's message m, and the probes, in
 * ``noise``: n_noise inputs of uniform noise in [0, 1]^k (unrelated keys for the wormhole).
 """
 import dataclasses
-import hashlib
 import time
 
 import numpy as np
 
-from .config import config_from_tables, dump_toml, parse_toml, results_digest
+from .config import TablesConfig, config_from_tables, parse_toml, results_digest
 from .engine import raise_if_stop_requested
 from .models.chain import MEASURES, MaxNormChain
 from .spec import ConfigError, Section, option
@@ -86,8 +85,9 @@ _CHAIN_SECTIONS = {"run": ChainRunSpec, "model": MaxNormChain, "inputs": ChainIn
 
 
 @dataclasses.dataclass(frozen=True)
-class ChainConfig:
+class ChainConfig(TablesConfig):
     KIND = "maxnorm_chain"
+    TABLES = _CHAIN_SECTIONS
 
     run: ChainRunSpec = dataclasses.field(default_factory=ChainRunSpec)
     model: MaxNormChain = dataclasses.field(default_factory=MaxNormChain)
@@ -107,14 +107,6 @@ class ChainConfig:
         per_replica = (self.model.depth + 1) * (n_probes * len(MEASURES) + 1) * 8
         return max(1, min(self.run.replicas, _BLOCK_BYTES // per_replica))
 
-    def to_mapping(self) -> dict:
-        return {name: getattr(self, name).to_mapping() for name in _CHAIN_SECTIONS}
-
-    def to_toml(self) -> str:
-        return dump_toml(self.to_mapping())
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_toml().encode()).hexdigest()
 
 
 def chain_config_from_mapping(data: dict) -> ChainConfig:

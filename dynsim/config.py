@@ -13,6 +13,7 @@ import hashlib
 import math
 import tomllib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -46,6 +47,15 @@ class RunSpec(Section):
     @property
     def dtype(self):
         return np.dtype(self.precision)
+
+    def require_cpu_float64(self, who: str):
+        """Refuse another backend or precision for a kind (``who``, e.g. "the deep MLP") that has neither."""
+        if self.backend != "cpu":
+            raise ConfigError("run.backend", f"got {self.backend!r}; {who} runs on the CPU backend only: set "
+                                             "run.backend = 'cpu'")
+        if self.precision != "float64":
+            raise ConfigError("run.precision", f"got {self.precision!r}; {who} runs in float64 only: set "
+                                               "run.precision = 'float64'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,18 +107,44 @@ class RecordSpec(RecordSchedule):
 SECTIONS = {"run": RunSpec, "model": SimpleNet, "task": TaskSpec, "training": TrainerSpec, "record": RecordSpec}
 
 
+class TablesConfig:
+    """What the config class of every kind shares: its tables (``TABLES``: table name -> ``Section``
+    class, in file order), the check that each field holds its table's type, the TOML text of them
+    and the sha256 digest of the resolved config's text (equal configs give equal digests)."""
+
+    TABLES: ClassVar[dict] = {}
+
+    def _check_tables(self):
+        for name, cls in self.TABLES.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+
+    def resolved(self):
+        """The config with its derived values filled in (a kind with none returns itself)."""
+        return self
+
+    def to_mapping(self) -> dict:
+        return {name: getattr(self, name).to_mapping() for name in self.TABLES}
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_mapping())
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(TablesConfig):
     run: RunSpec = dataclasses.field(default_factory=RunSpec)
     model: SimpleNet = dataclasses.field(default_factory=SimpleNet)
     task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
     training: TrainerSpec = dataclasses.field(default_factory=TrainerSpec)
     record: RecordSpec = dataclasses.field(default_factory=RecordSpec)
 
+    TABLES = SECTIONS
+
     def __post_init__(self):
-        for name, cls in SECTIONS.items():
-            if not isinstance(getattr(self, name), cls):
-                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        self._check_tables()
         t, task = self.training, self.task
         if t.batch_size is not None and t.batch_size > task.n_train:
             raise ConfigError("training.batch_size", f"got {t.batch_size}; must be <= task.n_train "
@@ -189,16 +225,6 @@ class Config:
         training = self.training.resolved(self.task.n_train)
         record = dataclasses.replace(self.record, observables=self.observables)
         return dataclasses.replace(self, task=task, training=training, record=record)
-
-    def to_mapping(self) -> dict:
-        return {name: getattr(self, name).to_mapping() for name in SECTIONS}
-
-    def to_toml(self) -> str:
-        return dump_toml(self.to_mapping())
-
-    def digest(self) -> str:
-        """sha256 of the resolved config's TOML text: equal configs give equal digests."""
-        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
 
     # -- what the store asks of a config (every time-stepped kind's config answers the same) --
     KIND = "simple"

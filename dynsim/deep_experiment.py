@@ -15,11 +15,10 @@ The deep network runs on the CPU backend in float64 (``run.backend`` / ``run.pre
 when set otherwise).
 """
 import dataclasses
-import hashlib
 
 import numpy as np
 
-from .config import TEST_SET_OBSERVABLES, RecordSchedule, RunSpec, config_from_tables, dump_toml
+from .config import TEST_SET_OBSERVABLES, RecordSchedule, RunSpec, TablesConfig, config_from_tables
 from .engine import TimeLoop
 from .engine.cpu import CpuBackend, advance_deep
 from .experiment import TimeSteppedKind
@@ -66,7 +65,7 @@ _SECTIONS = {"run": RunSpec, "model": DeepMLP, "task": ClassificationTask, "trai
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepConfig:
+class DeepConfig(TablesConfig):
     run: RunSpec = dataclasses.field(default_factory=RunSpec)
     model: DeepMLP = dataclasses.field(default_factory=DeepMLP)
     task: ClassificationTask = dataclasses.field(default_factory=ClassificationTask)
@@ -74,17 +73,11 @@ class DeepConfig:
     record: DeepRecord = dataclasses.field(default_factory=DeepRecord)
 
     KIND = "mlp"
+    TABLES = _SECTIONS
 
     def __post_init__(self):
-        for name, cls in _SECTIONS.items():
-            if not isinstance(getattr(self, name), cls):
-                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
-        if self.run.backend != "cpu":
-            raise ConfigError("run.backend", f"got {self.run.backend!r}; the deep MLP (model.kind = 'mlp') runs on "
-                                             "the CPU backend only: set run.backend = 'cpu'")
-        if self.run.precision != "float64":
-            raise ConfigError("run.precision", f"got {self.run.precision!r}; the deep MLP trains in float64 only: "
-                                               "set run.precision = 'float64'")
+        self._check_tables()
+        self.run.require_cpu_float64("the deep MLP (model.kind = 'mlp')")
         t = self.training
         if t.loss != "softmax_cross_entropy":
             raise ConfigError("training.loss", f"got {t.loss!r}; a deep classifier (model.kind = 'mlp') is trained "
@@ -118,15 +111,6 @@ class DeepConfig:
         training = self.training.resolved(task.train_size)
         record = dataclasses.replace(self.record, observables=self.observables)
         return dataclasses.replace(self, task=task, training=training, record=record)
-
-    def to_mapping(self) -> dict:
-        return {name: getattr(self, name).to_mapping() for name in _SECTIONS}
-
-    def to_toml(self) -> str:
-        return dump_toml(self.to_mapping())
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
 
     def model_attributes(self) -> dict:
         return self.architecture.attributes()

@@ -13,13 +13,11 @@ The dynamics run on the CPU backend in float64. Left out: Langevin noise in func
 needs the kernel's square root on the grid and gives no sample path to compare with the network's).
 """
 import dataclasses
-import hashlib
 
 import numpy as np
 
-from .config import TEST_SET_OBSERVABLES, Config, RecordSchedule, RunSpec, dump_toml, parse_toml
+from .config import TEST_SET_OBSERVABLES, Config, RecordSchedule, RunSpec, TablesConfig, config_from_tables, parse_toml
 from .config import SECTIONS as SIMPLE_SECTIONS
-from .config import config_from_tables
 from .engine import TimeLoop
 from .engine.cpu import CpuBackend
 from .engine.schedule import schedule
@@ -84,7 +82,7 @@ SECTIONS = {"run": RunSpec, "model": ResponseLawModel, "task": TaskSpec, "traini
 
 
 @dataclasses.dataclass(frozen=True)
-class ResponseLawConfig:
+class ResponseLawConfig(TablesConfig):
     run: RunSpec = dataclasses.field(default_factory=RunSpec)
     model: ResponseLawModel = dataclasses.field(default_factory=ResponseLawModel)
     task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
@@ -92,17 +90,11 @@ class ResponseLawConfig:
     record: LawRecord = dataclasses.field(default_factory=LawRecord)
 
     KIND = LAW
+    TABLES = SECTIONS
 
     def __post_init__(self):
-        for name, cls in SECTIONS.items():
-            if not isinstance(getattr(self, name), cls):
-                raise ConfigError(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
-        if self.run.backend != "cpu":
-            raise ConfigError("run.backend", f"got {self.run.backend!r}; the response-law model runs on the CPU "
-                                             "backend: set run.backend = 'cpu'")
-        if self.run.precision != "float64":
-            raise ConfigError("run.precision", f"got {self.run.precision!r}; the response-law model runs in float64: "
-                                               "set run.precision = 'float64'")
+        self._check_tables()
+        self.run.require_cpu_float64("the response-law model")
         t, task, m = self.training, self.task, self.model
         if t.batch_size is not None and t.batch_size > task.n_train:
             raise ConfigError("training.batch_size", f"got {t.batch_size}; must be <= task.n_train ({task.n_train})")
@@ -148,15 +140,6 @@ class ResponseLawConfig:
                                    teacher_activation=self.task.teacher_activation or self.model.activation)
         record = dataclasses.replace(self.record, observables=self.observables)
         return dataclasses.replace(self, task=task, training=self.training.resolved(self.task.n_train), record=record)
-
-    def to_mapping(self) -> dict:
-        return {name: getattr(self, name).to_mapping() for name in SECTIONS}
-
-    def to_toml(self) -> str:
-        return dump_toml(self.to_mapping())
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.resolved().to_toml().encode()).hexdigest()
 
     # -- what the store asks of a config ------------------------------------------------------------
     def model_attributes(self) -> dict:
