@@ -9,8 +9,9 @@ parameter snapshots at the waiting times (``record.two_time_waits > 0``) and its
   the same norm as the control;
 * relate transfer to the replicas' input-gradient cosines, NTK alignment and class agreement at
   random points near the data: across pairs of replicas (Spearman rank correlation of the pair's
-  symmetrised transfer rate with its gradient cosine) and across training time (the same means at
-  every snapshot).
+  symmetrised transfer rate with its gradient cosine, with a Mantel p-value that permutes replica
+  labels and an interval from a bootstrap over replicas: pairs share replicas, so they are not
+  independent samples) and across training time (the same means at every snapshot).
 
 Budgets are in input units; the reference budget eps* of the summary is the one at which the mean
 white-box success of L2 PGD is closest to 1/2.
@@ -22,6 +23,7 @@ import numpy as np
 
 from dynsim.kinds import stored_config
 
+from . import zoo
 from .figures import image_links, save
 
 ATTACKS = (("fgsm", "linf", 1), ("pgd", "linf", 10), ("fgsm", "l2", 1), ("pgd", "l2", 10))
@@ -159,24 +161,33 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
     explain = {"gradient": res.gradient_cosine, "ntk": res.ntk_alignment, "agreement": res.agreement}
     pairs_t = pair_values(transfer_at)
     pairs_g, pairs_k = pair_values(res.gradient_cosine), pair_values(res.ntk_alignment)
-    specific_t = pair_values(pair_specific(transfer_at))
+    # pair data: each replica is in R - 1 pairs, so the p-value permutes replica labels (a Mantel test)
+    # and the interval resamples replicas, not pairs (analysis.zoo)
+    symmetric = lambda m: 0.5 * (m + m.T)  # noqa: E731
     for name, matrix in explain.items():
-        numbers[f"rho_{name}"] = _spearman(pairs_t, pair_values(matrix))
-        numbers[f"rho_{name}_pair_specific"] = _spearman(specific_t, pair_values(pair_specific(matrix)))
+        for suffix, t, m in (("", transfer_at, matrix), ("_pair_specific", pair_specific(transfer_at),
+                                                         pair_specific(matrix))):
+            rho, p = zoo.mantel(symmetric(t), symmetric(m), permutations=2000)
+            numbers[f"rho_{name}{suffix}"] = (rho, p)
+            numbers[f"rho_{name}{suffix}_interval"] = zoo.rho_interval(symmetric(t), symmetric(m), n_boot=500)
     numbers.update(mean_gradient_cosine=off_diagonal_mean(res.gradient_cosine),
                    mean_ntk_alignment=off_diagonal_mean(res.ntk_alignment),
                    mean_agreement=off_diagonal_mean(res.agreement))
     rho_g = numbers["rho_gradient"][0]
     rho_k = numbers["rho_ntk"][0]
     lines += [f"Across the {len(pairs_t)} pairs of replicas (L2 PGD at eps* = {res.eps_l2[e]:.3g}), Spearman rank "
-              "correlation of the pair's transfer rate (symmetrised) with:", "",
-              "| pair quantity | mean over pairs | raw rho (p) | pair-specific rho (p) |", "|---|---|---|---|"]
+              "correlation of the pair's transfer rate (symmetrised) with each pair quantity: rho [95% interval from "
+              "a bootstrap over replicas] (Mantel p-value, 2,000 permutations of the replica labels; the pairs are "
+              "not independent samples):", "",
+              "| pair quantity | mean over pairs | raw rho | pair-specific rho |", "|---|---|---|---|"]
     for name, label in (("gradient", "input-gradient cosine"), ("ntk", "NTK alignment"),
                         ("agreement", "class agreement at radius eps*")):
         raw, spec = numbers[f"rho_{name}"], numbers[f"rho_{name}_pair_specific"]
         mean = numbers[{"gradient": "mean_gradient_cosine", "ntk": "mean_ntk_alignment",
                         "agreement": "mean_agreement"}[name]]
-        lines.append(f"| {label} | {mean:.3f} | {raw[0]:+.3f} ({raw[1]:.2g}) | {spec[0]:+.3f} ({spec[1]:.2g}) |")
+        raw_ci, spec_ci = numbers[f"rho_{name}_interval"], numbers[f"rho_{name}_pair_specific_interval"]
+        lines.append(f"| {label} | {mean:.3f} | {raw[0]:+.3f} [{raw_ci[0]:+.3f}, {raw_ci[1]:+.3f}] (p {raw[1]:.2g}) | "
+                     f"{spec[0]:+.3f} [{spec_ci[0]:+.3f}, {spec_ci[1]:+.3f}] (p {spec[1]:.2g}) |")
     lines += ["", "(pair-specific: both matrices minus their additive source + target fit, which removes how "
                   "strong a source's attack is and how fragile a target is.)", ""]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))

@@ -115,7 +115,9 @@ def markdown(result: dict) -> str:
         for target in (matrix, specific):
             rho, p = zoo.mantel(target, values)
             low, high = zoo.rho_interval(target, values)
-            cells.append(f"{rho:+.3f} [{low:+.3f}, {high:+.3f}], p = {p:.2g}")
+            floor = 1.0 / (zoo.N_PERMUTATIONS + 1)
+            shown = f"<= {floor:.1g}" if p <= floor else f"= {p:.2g}"
+            cells.append(f"{rho:+.3f} [{low:+.3f}, {high:+.3f}], p {shown}")
         lines.append(f"| {name.replace('_', ' ')} | {cells[0]} | {cells[1]} |")
     lines += [""] + findings(result, matrix, same, off) + ["", END]
     return "\n".join(lines)
@@ -127,14 +129,57 @@ def findings(result, matrix, same, off) -> list[str]:
     out = []
     control = result["matrices"]["PGD L2"][1].mean()
     across, within = matrix[~same].mean(), matrix[same & off].mean()
+    white = np.diagonal(matrix).mean()
     out.append(f"- transfer across families {'exceeds' if across > control else 'does not exceed'} the random "
-               f"direction ({across:.3f} against {control:.3f}), and is "
-               f"{'below' if across < within else 'not below'} transfer within a family ({within:.3f})")
-    for name, values in result["predictors"].items():
-        rho, p = zoo.mantel(matrix, values)
-        verdict = "positive" if (rho > 0 and p < 0.05) else "negative" if (rho < 0 and p < 0.05) else "not resolved"
-        out.append(f"- {name.replace('_', ' ')} and transfer (raw rates): {verdict} (rho {rho:+.3f}, Mantel p = {p:.2g})")
+               f"direction ({across:.3f} against {control:.3f}: {across / control:.0f} times), and is "
+               f"{'below' if across < within else 'not below'} transfer within a family ({within:.3f}); an example "
+               f"fools a model of another family {across / white:.2f} times as often as its own model")
+    fam_names, fam = zoo.family_matrix(matrix, result["families"], n_boot=200)
+    row_spread, column_spread = np.ptp(np.nanmean(fam[:, :, 0], axis=1)), np.ptp(np.nanmean(fam[:, :, 0], axis=0))
+    out.append(f"- the crafting family matters {'more' if row_spread > column_spread else 'less'} than the attacked "
+               f"one: the family matrix's row means span {row_spread:.3f}, its column means {column_spread:.3f}; "
+               f"best source {fam_names[int(np.argmax(np.nanmean(fam[:, :, 0], axis=1)))]}, worst "
+               f"{fam_names[int(np.argmin(np.nanmean(fam[:, :, 0], axis=1)))]}")
+    specific = result["pair_specific"](matrix)
+    for label, target in (("raw rates", matrix), ("pair-specific part", specific)):
+        for name, values in result["predictors"].items():
+            rho, p = zoo.mantel(target, values)
+            low, high = zoo.rho_interval(target, values)
+            if p < 0.05 and (low > 0 or high < 0):
+                verdict = ("positive" if rho > 0 else "negative") + " (the Mantel test and the bootstrap over models agree)"
+            elif p < 0.05:
+                verdict = ("Mantel test only: its permutations treat the models as exchangeable, which the families "
+                           "are not; the bootstrap over models does not resolve it")
+            else:
+                verdict = "not resolved"
+            out.append(f"- {name.replace('_', ' ')} and transfer ({label}): {verdict}")
     return out
+
+
+def figures(result: dict, out_dir: Path) -> list[str]:
+    """The family x family matrix as a heat map, and transfer against the input-gradient cosine per pair."""
+    from analysis import zoo
+    from analysis.figures import pyplot, save
+
+    plt = pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    matrix = result["matrices"]["PGD L2"][0]
+    names, fam = zoo.family_matrix(matrix, result["families"], n_boot=200)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.4))
+    mesh = ax0.imshow(fam[:, :, 0], cmap="viridis", vmin=0)
+    ax0.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax0.set_yticks(range(len(names)), names, fontsize=7)
+    ax0.set(xlabel="attacked family", ylabel="crafting family", title="PGD L2 transfer at eps*")
+    fig.colorbar(mesh, ax=ax0)
+    off = ~np.eye(len(matrix), dtype=bool)
+    same = np.asarray(result["families"])[:, None] == np.asarray(result["families"])[None, :]
+    cosine = result["predictors"]["gradient_cosine"]
+    ax1.scatter(cosine[off & ~same], matrix[off & ~same], s=6, label="different families")
+    ax1.scatter(cosine[off & same], matrix[off & same], s=10, label="same family")
+    ax1.set(xlabel="input-gradient cosine of the pair", ylabel="transfer rate (source -> target)",
+            title="transfer against gradient alignment")
+    ax1.legend(fontsize=7)
+    return [save(fig, out_dir / "transfer_zoo.png")]
 
 
 def main(argv=None) -> int:
@@ -150,7 +195,9 @@ def main(argv=None) -> int:
     for family in FAMILIES:
         paths.append(_complete(ROOT / "data" / "configs" / f"zoo_{family}.toml", runs / f"zoo_{family}.h5"))
         print(f"{family}: trained", file=sys.stderr)
-    text = markdown(analyse(paths, args.inputs))
+    result = analyse(paths, args.inputs)
+    text = markdown(result).replace(END, f"![transfer_zoo](figures/transfer_zoo/transfer_zoo.png)\n\n{END}")
+    figures(result, Path(args.results).parent / "figures" / "transfer_zoo")
     page = Path(args.results)
     old = page.read_text()
     if BEGIN not in old or END not in old:
