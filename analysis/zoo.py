@@ -217,8 +217,10 @@ def _rho(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def mantel(transfer, predictor, *, permutations: int = N_PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-    """(Spearman rho over the ordered pairs i != j, two-sided Mantel p-value permuting model labels)."""
+def mantel(transfer, predictor, *, permutations: int | None = None, seed: int = 0) -> tuple[float, float]:
+    """(Spearman rho over the ordered pairs i != j, two-sided Mantel p-value permuting model labels;
+    ``permutations`` default N_PERMUTATIONS)."""
+    permutations = N_PERMUTATIONS if permutations is None else permutations
     t = _off_diagonal(transfer)
     rho = _rho(t, _off_diagonal(predictor))
     rng = np.random.default_rng(seed)
@@ -228,8 +230,9 @@ def mantel(transfer, predictor, *, permutations: int = N_PERMUTATIONS, seed: int
     return rho, float((np.sum(np.abs(null) >= abs(rho)) + 1) / (permutations + 1))
 
 
-def rho_interval(transfer, predictor, *, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+def rho_interval(transfer, predictor, *, n_boot: int | None = None, seed: int = 0) -> tuple[float, float]:
     """95 % interval of Spearman rho from a bootstrap over models (pairs of distinct originals)."""
+    n_boot = N_BOOT if n_boot is None else n_boot
     rng = np.random.default_rng(seed)
     n = transfer.shape[0]
     values = []
@@ -241,9 +244,10 @@ def rho_interval(transfer, predictor, *, n_boot: int = N_BOOT, seed: int = 0) ->
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def family_matrix(transfer, families, *, n_boot: int = N_BOOT, seed: int = 0) -> tuple[list, np.ndarray]:
+def family_matrix(transfer, families, *, n_boot: int | None = None, seed: int = 0) -> tuple[list, np.ndarray]:
     """(family names, [F, F, 3] mean, low, high): T over the pairs of distinct models of two families,
     the interval from resampling each family's models."""
+    n_boot = N_BOOT if n_boot is None else n_boot
     names = list(dict.fromkeys(families))
     members = {f: np.flatnonzero(np.asarray(families) == f) for f in names}
     rng = np.random.default_rng(seed)

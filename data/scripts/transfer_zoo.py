@@ -115,7 +115,7 @@ def markdown(result: dict) -> str:
         for target in (matrix, specific):
             rho, p = zoo.mantel(target, values)
             low, high = zoo.rho_interval(target, values)
-            floor = 1.0 / (zoo.N_PERMUTATIONS + 1)
+            floor = 1.0 / (zoo.N_PERMUTATIONS + 1)  # the smallest p-value the permutations can give
             shown = f"<= {floor:.1g}" if p <= floor else f"= {p:.2g}"
             cells.append(f"{rho:+.3f} [{low:+.3f}, {high:+.3f}], p {shown}")
         lines.append(f"| {name.replace('_', ' ')} | {cells[0]} | {cells[1]} |")

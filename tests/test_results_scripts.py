@@ -1,0 +1,118 @@
+"""The scripts that write docs/results.md from run files (results as code, issue 22 item 2, for the
+sections they own): each runs here on small run files made by the test, and every table it writes
+must be complete (every row as long as its header, no empty, NaN or infinite cell), its block must
+land between its markers, and the page outside them must stay as it was."""
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynsim import kinds
+from dynsim.config import dump_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assert_tables_complete(text: str):
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert rows, "no table written"
+    width = None
+    for line in rows:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if set("".join(cells)) <= set("-"):
+            continue  # the separator row
+        if width is None or cells[0] in ("law", "run", "family", "attack", "predictor", "pair (first minus second)",
+                                         "source \\ target"):
+            width = len(cells)  # a header starts a table
+        assert len(cells) == width, line
+        for cell in cells:
+            assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), line
+
+
+def _write_and_check(module, text, tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text(f"before\n{module.BEGIN}\nold\n{module.END}\nafter\n")
+    old = page.read_text()
+    page.write_text(old[:old.index(module.BEGIN)] + text + old[old.index(module.END) + len(module.END):])
+    new = page.read_text()
+    assert new.startswith("before\n") and new.endswith("\nafter\n") and "old" not in new
+
+
+def _run(tables, path):
+    assert kinds.run(kinds.config_from_mapping(tables), path, progress=False).ok
+    return path
+
+
+def test_response_law_block_is_complete(tmp_path):
+    script = _script("response_law_prediction")
+    network_tables = dict(run=dict(seed=2, replicas=4, steps=1500), model=dict(input_dim=1, width=8, bias_std=1.0),
+                          task=dict(kind="encoding", n_train=8, n_test=8, n_probes=24, n_sources=2),
+                          training=dict(method="gd", eta=0.1),
+                          record=dict(n_records=20, params=True, observables=["loss_train", "output", "ntk",
+                                                                              "response"]))
+    network = _run(network_tables, tmp_path / "net.h5")
+    from analysis.response_law import compare_files
+
+    comparisons = {}
+    for name, law in script.LAWS.items():
+        path = _run(script._law_tables(network_tables, law, network), tmp_path / f"{name.replace(' ', '_')}.h5")
+        comparisons[name] = compare_files(path, network)
+    text = script.markdown({"m1": comparisons})
+    _assert_tables_complete(text)
+    assert text.count("| lazy |") == 1 and "smallest change error" in text
+    _write_and_check(script, text, tmp_path)
+
+
+def test_flat_minima_block_is_complete(tmp_path, monkeypatch):
+    script = _script("flat_minima")
+    monkeypatch.setattr(script, "LEVELS", (1.5, 0.8))
+    results = {}
+    for name, batch in zip(script.RUNS, (4, 32, 8, 16)):
+        path = _run(dict(run=dict(seed=3, replicas=3, steps=400),
+                         model=dict(kind="mlp", depth=1, width=8, activation="relu"),
+                         task=dict(kind="digits", n_train=64, n_test=64),
+                         training=dict(method="sgd", eta=0.05, batch_size=batch),
+                         record=dict(n_records=12, params=True, weight_basin_directions=2, weight_basin_samples=64,
+                                     observables=["loss_train", "accuracy_test", "basin_weight"])),
+                    tmp_path / f"{name}.h5")
+        results[name] = script.measure_at_levels(path, script.LEVELS)
+        assert all(np.isfinite(results[name][level]["sharpness"]).all() for level in script.LEVELS), name
+    text = script.markdown(results)
+    _assert_tables_complete(text)
+    assert text.count("flatter (lower sharpness)") == 2 * len(script.LEVELS)
+    _write_and_check(script, text, tmp_path)
+
+
+def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
+    script = _script("transfer_zoo")
+    import analysis.zoo as zoo
+
+    monkeypatch.setattr(zoo, "N_PERMUTATIONS", 200)
+    monkeypatch.setattr(zoo, "N_BOOT", 100)
+    paths = []
+    for name, (depth, seed) in {"zoo_a": (1, 4), "zoo_b": (2, 5)}.items():
+        paths.append(_run(dict(run=dict(seed=seed, replicas=3, steps=300),
+                               model=dict(kind="mlp", depth=depth, width=8, activation="relu"),
+                               task=dict(kind="digits", n_train=64, n_test=64, seed=7),
+                               training=dict(method="sgd", eta=0.05, batch_size=16),
+                               record=dict(n_records=4, params=True, observables=["loss_train"])),
+                          tmp_path / f"{name}.h5"))
+    text = script.markdown(script.analyse(paths, 40))
+    _assert_tables_complete(text)
+    assert "| a |" in text and "| b |" in text and "Mantel" in text
+    _write_and_check(script, text, tmp_path)
+    # a zoo over different data is refused
+    other = _run(dict(run=dict(seed=9, replicas=2, steps=50), model=dict(kind="mlp", depth=1, width=4),
+                      task=dict(kind="digits", n_train=64, n_test=64, seed=8), training=dict(method="sgd"),
+                      record=dict(n_records=2, params=True, observables=["loss_train"])), tmp_path / "other.h5")
+    with pytest.raises(ValueError, match="other data"):
+        zoo.load_zoo([paths[0], other])
