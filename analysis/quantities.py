@@ -35,12 +35,30 @@ def relative_kernel_change(reader) -> tuple[np.ndarray, np.ndarray]:
 
 def factorisation_share(reader, window=None) -> float:
     """Share of the ensemble-mean response's sum of squares over the window held by its rank-one part."""
-    t = reader.times
-    response = np.nanmean(reader.observable("response"), axis=1)  # [record, source, probe]
-    keep = _window_mask(t, window)
-    matrix = response[keep].reshape(int(keep.sum()), -1)
-    s = np.linalg.svd(matrix, compute_uv=False)
+    keep = _window_mask(reader.times, window)
+    return _rank_one_share(np.nanmean(reader.observable("response")[keep], axis=1))
+
+
+def _rank_one_share(response: np.ndarray) -> float:
+    """s_1^2 / sum s_k^2 of the [record, source * probe] matrix of an ensemble-mean response."""
+    s = np.linalg.svd(response.reshape(response.shape[0], -1), compute_uv=False)
     return float(s[0] ** 2 / np.sum(s ** 2))
+
+
+def factorisation_share_interval(reader, window=None, *, n_boot: int = 500, confidence: float = 0.95,
+                                 seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``factorisation_share`` from a bootstrap over replicas (each resample's
+    ensemble mean, then its rank-one share); NaN with one replica."""
+    keep = _window_mask(reader.times, window)
+    response = reader.observable("response")[keep]  # [record, replica, source, probe]
+    replicas = response.shape[1]
+    if replicas < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    shares = [_rank_one_share(np.nanmean(response[:, rng.integers(0, replicas, replicas)], axis=1))
+              for _ in range(n_boot)]
+    tail = 50.0 * (1.0 - confidence)
+    return (float(np.percentile(shares, tail)), float(np.percentile(shares, 100.0 - tail)))
 
 
 def at_equal_loss(loss: np.ndarray, values: np.ndarray, levels) -> np.ndarray:

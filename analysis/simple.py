@@ -160,7 +160,10 @@ def response_section(source, plt):
     lines, numbers, fit = fit_lines("response amplitude A(t)", t, amp, win)
     share = q.factorisation_share(rd, win)
     numbers["factorisation_share"] = share
-    lines.append(f"- rank-one share of the response A(t) K(x, x_s) over the window: {share:.4f}")
+    numbers["factorisation_share_ci"] = q.factorisation_share_interval(rd, win)
+    low, high = numbers["factorisation_share_ci"]
+    lines.append(f"- rank-one share of the response A(t) K(x, x_s) over the window: {share:.4f} [{low:.4f}, "
+                 f"{high:.4f}] (95% bootstrap over replicas)")
     figures = [decay_figure(plt, t, amp, fit, "response amplitude A(t)", out_dir / f"{stem}_response.png")]
     return lines, numbers, figures
 
@@ -285,6 +288,8 @@ def two_time_section(source, plt):
             fit = best_collapse(t_w[finite_rows], tau, values[finite_rows])
             numbers[f"{name}_collapse_mu"] = fit.mu
             numbers[f"{name}_collapse_mu_ci"] = fit.mu_ci
+            numbers[f"{name}_collapse_mu_flat"] = fit.mu_flat_range
+            numbers[f"{name}_collapse_mu_master"] = (fit.mu_master, *fit.mu_master_ci)
             lines.append(f"- {name} collapse against tau / t_w^mu: {fit.summary()}")
             for i in range(len(t_w)):
                 ax2.plot(tau / t_w[i] ** fit.mu, mean[i], marker=".")

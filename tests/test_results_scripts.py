@@ -116,3 +116,24 @@ def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
                       record=dict(n_records=2, params=True, observables=["loss_train"])), tmp_path / "other.h5")
     with pytest.raises(ValueError, match="other data"):
         zoo.load_zoo([paths[0], other])
+
+
+def test_activation_block_is_complete(tmp_path):
+    script = _script("activation_results")
+    from analysis.simple import fit_window
+    from dynsim.store import RunReader
+
+    rows = {}
+    for activation, eta in (("tanh", 0.05), ("linear", 0.01)):
+        tables = kinds.load_config(ROOT / "data" / "configs" / f"aging_{activation}.toml").to_mapping()
+        tables["run"].update(replicas=6, steps=4000)
+        tables["record"].update(n_records=30, two_time_waits=3, two_time_lags=6,
+                                observables=["loss_train", "ntk", "response"])
+        path = _run(tables, tmp_path / f"aging_{activation}.h5")
+        with RunReader(path) as rd:
+            window = fit_window(rd.times, None)
+        rows[activation] = (script.numbers_of(path, tmp_path / "report"), window)
+    text = script.markdown(rows)
+    _assert_tables_complete(text)
+    assert text.count("| tanh |") == 1 and text.count("| linear |") == 1
+    _write_and_check(script, text, tmp_path)
