@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from dynsim import kinds
-from dynsim.config import dump_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
