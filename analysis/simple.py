@@ -83,6 +83,8 @@ def fit_lines(name, t, values, window):
     else:
         lines.append(f"  - {comparison.summary()}")
         numbers[f"{name}_best_model"] = comparison.best
+        numbers[f"{name}_aic"] = {model: float(result.aic) for model, result in comparison.models.items()}
+    numbers[f"{name}_window"] = tuple(float(v) for v in fit.window)
     return lines, numbers, DrawnFit(fit, comparison)
 
 

@@ -118,7 +118,7 @@ def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
 
 
 def test_activation_block_is_complete(tmp_path):
-    script = _script("activation_results")
+    script = _script("simple_network_results")
     from analysis.simple import fit_window
     from dynsim.store import RunReader
 
@@ -136,3 +136,13 @@ def test_activation_block_is_complete(tmp_path):
     _assert_tables_complete(text)
     assert text.count("| tanh |") == 1 and text.count("| linear |") == 1
     _write_and_check(script, text, tmp_path)
+    tanh = tmp_path / "aging_tanh.h5"
+    windows = script.aging_windows_block(rows["tanh"][0], script.numbers_of(tanh, tmp_path / "report", (2.0, 200.0),
+                                                                            ("response", "kernel")))
+    _assert_tables_complete(windows)
+    assert windows.count("| response amplitude A(t) |") == 2 and windows.count("| NTK amplitude |") == 2
+    lazy_tables = kinds.load_config(ROOT / "data" / "configs" / "lazy_ntk.toml").to_mapping()
+    lazy_tables["run"].update(replicas=3, steps=200)
+    lazy_tables["model"].update(width=64)
+    lazy = script.lazy_block(_run(lazy_tables, tmp_path / "lazy.h5"), rows["tanh"][0], tmp_path / "report")
+    assert "**" in lazy and "nan" not in lazy.lower() and lazy.startswith("<!-- lazy:begin -->")
