@@ -146,3 +146,17 @@ def test_activation_block_is_complete(tmp_path):
     lazy_tables["model"].update(width=64)
     lazy = script.lazy_block(_run(lazy_tables, tmp_path / "lazy.h5"), rows["tanh"][0], tmp_path / "report")
     assert "**" in lazy and "nan" not in lazy.lower() and lazy.startswith("<!-- lazy:begin -->")
+
+
+def test_features_block_is_complete(tmp_path, monkeypatch):
+    script = _script("simple_network_results")
+    monkeypatch.setattr(script, "FEATURE_LEVELS", (0.4, 0.3))
+    paths = {}
+    for run in script.FEATURE_RUNS:
+        tables = kinds.load_config(ROOT / "data" / "configs" / f"features_{run}.toml").to_mapping()
+        tables["run"].update(replicas=5, steps=3000)
+        tables["record"].update(n_records=30)
+        paths[run] = _run(tables, tmp_path / f"features_{run}.h5")
+    text = script.features_block(paths)
+    _assert_tables_complete(text)
+    assert text.count("| 0.40 |") == 5 and text.startswith("<!-- features:begin -->")
