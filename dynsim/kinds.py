@@ -113,3 +113,27 @@ def summary(path, group: str | None = None) -> str:
 
 def config_text(path, group: str | None = None) -> str:
     return kind_of_file(path, group).config_text(path, group)
+
+
+def ensure_run(config, path, *, progress=None):
+    """A completed file at ``path`` for ``config`` (a config object or a config file's path): kept when
+    it is complete already, resumed when it was interrupted, run when it is missing; ``ConfigError``
+    naming the file when a kept or resumed file holds another config. Returns ``path``."""
+    from pathlib import Path
+
+    from .config import results_digest
+
+    config = load_config(config) if isinstance(config, (str, Path)) else config
+    path = Path(path)
+    if path.exists():
+        kind = kind_of_file(path)
+        if results_digest(kind.parse_config(kind.config_text(path), str(path))) != results_digest(config):
+            raise ConfigError(str(path), "holds a run of another config: remove it, or write elsewhere")
+        if kind.status(path) == "completed":
+            return path
+        result = kind.resume(path, progress=progress)
+    else:
+        result = run(config, path, progress=progress)
+    if result.code != "completed":
+        raise ConfigError(str(path), result.message)
+    return path

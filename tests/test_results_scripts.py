@@ -160,3 +160,37 @@ def test_features_block_is_complete(tmp_path, monkeypatch):
     text = script.features_block(paths)
     _assert_tables_complete(text)
     assert text.count("| 0.40 |") == 5 and text.startswith("<!-- features:begin -->")
+
+
+def test_ensure_run_keeps_resumes_runs_and_refuses_another_config(tmp_path, monkeypatch):
+    from dynsim.simple_experiment import Simulation
+    from dynsim.spec import ConfigError
+    from dynsim.store import RunReader
+
+    tables = dict(run=dict(seed=1, replicas=2, steps=400), model=dict(width=4), task=dict(n_train=6, n_test=4),
+                  record=dict(n_records=6, checkpoint_steps=50))
+    config = kinds.config_from_mapping(tables)
+    path = tmp_path / "run.h5"
+    assert kinds.ensure_run(config, path) == path  # missing: run
+    stamp = path.stat().st_mtime_ns
+    kinds.ensure_run(config, path)  # complete: kept as it is
+    assert path.stat().st_mtime_ns == stamp
+    with RunReader(path) as rd:
+        whole = rd.observable("loss_train")
+    cut = tmp_path / "cut.h5"
+    original = Simulation.advance
+
+    def interrupted(self, params, s0, s1, status, failed_step):
+        if s0 >= 200:
+            raise KeyboardInterrupt
+        original(self, params, s0, s1, status, failed_step)
+    monkeypatch.setattr(Simulation, "advance", interrupted)
+    kinds.run(config, cut)
+    monkeypatch.setattr(Simulation, "advance", original)
+    kinds.ensure_run(config, cut)  # interrupted: resumed to the same records
+    with RunReader(cut) as rd:
+        assert rd.status["code"] == "completed"
+        np.testing.assert_array_equal(rd.observable("loss_train"), whole)
+    other = kinds.config_from_mapping(dict(tables, run=dict(seed=2, replicas=2, steps=400)))
+    with pytest.raises(ConfigError, match="another config"):
+        kinds.ensure_run(other, path)

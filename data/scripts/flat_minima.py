@@ -34,20 +34,6 @@ BEGIN, END = "<!-- flat_minima:begin -->", "<!-- flat_minima:end -->"
 N_BOOT = 4000
 
 
-def _complete(config: Path, out: Path) -> Path:
-    from dynsim import kinds
-    from dynsim.store import RunReader
-
-    if out.exists():
-        with RunReader(out) as rd:
-            if rd.status["code"] == "completed":
-                return out
-        result = kinds.resume(out, progress=False)
-    else:
-        result = kinds.run(kinds.load_config(config), out, progress=False)
-    if result.code != "completed":
-        raise SystemExit(f"{out}: {result.message}")
-    return out
 
 
 def measure_at_levels(path, levels=LEVELS) -> dict:
@@ -166,19 +152,19 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from dynsim.kinds import ensure_run
+
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in RUNS:
-        path = _complete(ROOT / "data" / "configs" / f"flat_minima_{name}.toml", runs / f"flat_minima_{name}.h5")
+        path = ensure_run(ROOT / "data" / "configs" / f"flat_minima_{name}.toml", runs / f"flat_minima_{name}.h5")
         results[name] = measure_at_levels(path)
         print(f"{name}: measured", file=sys.stderr)
     text = markdown(results)
-    page = Path(args.results)
-    old = page.read_text()
-    if BEGIN not in old or END not in old:
-        raise SystemExit(f"{page} has no {BEGIN} ... {END} markers to write between")
-    page.write_text(old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):])
+    from analysis.blocks import replace_block
+
+    replace_block(args.results, "flat_minima", text)
     print(text)
     return 0
 

@@ -47,25 +47,6 @@ LAWS = {
 BEGIN, END = "<!-- response_law:begin -->", "<!-- response_law:end -->"
 
 
-def _complete_run(config_path: Path, out: Path, tables=None):
-    """Run (or resume, or keep) one file; returns its path."""
-    from dynsim import kinds
-    from dynsim.config import dump_toml
-    from dynsim.store import RunReader
-
-    if out.exists():
-        with RunReader(out) as rd:
-            code = rd.status["code"]
-        if code == "completed":
-            return out
-        result = kinds.resume(out, progress=False)
-    else:
-        if tables is not None:
-            config_path.write_text(dump_toml(tables))
-        result = kinds.run(kinds.load_config(config_path), out, progress=False)
-    if result.code != "completed":
-        raise SystemExit(f"{out}: {result.message}")
-    return out
 
 
 def _law_tables(network_tables: dict, law: dict, reference: Path) -> dict:
@@ -84,18 +65,21 @@ def _law_tables(network_tables: dict, law: dict, reference: Path) -> dict:
 def run_all(runs: Path) -> dict:
     """{pair: {law: LawComparison}} after running whatever is missing."""
     from analysis.response_law import compare_files
+    from dynsim.config import dump_toml
+    from dynsim.kinds import config_from_mapping, ensure_run
 
     runs.mkdir(parents=True, exist_ok=True)
     out = {}
     for pair, config_name in NETWORKS.items():
         config_path = ROOT / "data" / "configs" / config_name
-        network = _complete_run(config_path, runs / f"{Path(config_name).stem}.h5")
+        network = ensure_run(config_path, runs / f"{Path(config_name).stem}.h5")
         network_tables = tomllib.loads(config_path.read_text())
         out[pair] = {}
         for law_name, law in LAWS.items():
             stem = f"response_law_{pair}_{law_name.replace(' ', '_')}"
-            law_file = _complete_run(runs / f"{stem}.toml", runs / f"{stem}.h5",
-                                     _law_tables(network_tables, law, network))
+            law_tables = _law_tables(network_tables, law, network)
+            (runs / f"{stem}.toml").write_text(dump_toml(law_tables))  # the law's config beside its file
+            law_file = ensure_run(config_from_mapping(law_tables), runs / f"{stem}.h5")
             out[pair][law_name] = compare_files(law_file, network)
             print(f"{pair} / {law_name}: done", file=sys.stderr)
     return out
@@ -197,11 +181,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     text = markdown(run_all(Path(args.runs)))
-    page = Path(args.results)
-    old = page.read_text()
-    if BEGIN not in old or END not in old:
-        raise SystemExit(f"{page} has no {BEGIN} ... {END} markers to write between")
-    page.write_text(old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):])
+    from analysis.blocks import replace_block
+
+    replace_block(args.results, "response_law", text)
     print(text)
     return 0
 

@@ -29,28 +29,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVATIONS = ("tanh", "relu", "linear")
-BEGIN, END = "<!-- activation:begin -->", "<!-- activation:end -->"
 WIDE_WINDOW = (100.0, 5e4)
 
 
 def markers(name):
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    from analysis.blocks import markers as block_markers
+
+    return block_markers(name)
 
 
-def _complete(config: Path, out: Path) -> Path:
-    from dynsim import kinds
-    from dynsim.store import RunReader
+BEGIN, END = markers("activation")
 
-    if out.exists():
-        with RunReader(out) as rd:
-            if rd.status["code"] == "completed":
-                return out
-        result = kinds.resume(out, progress=False)
-    else:
-        result = kinds.run(kinds.load_config(config), out, progress=False)
-    if result.code != "completed":
-        raise SystemExit(f"{out}: {result.message}")
-    return out
+
 
 
 def numbers_of(path, out_dir, window=None, sections=("training", "response", "kernel", "two_time")) -> dict:
@@ -222,33 +212,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from analysis.simple import fit_window
+    from dynsim.kinds import ensure_run
     from dynsim.store import RunReader
 
     runs, out_dir = Path(args.runs), Path(args.runs) / "simple_network_report"
     rows = {}
     for activation in ACTIVATIONS:
-        path = _complete(ROOT / "data" / "configs" / f"aging_{activation}.toml", runs / f"aging_{activation}.h5")
+        path = ensure_run(ROOT / "data" / "configs" / f"aging_{activation}.toml", runs / f"aging_{activation}.h5")
         with RunReader(path) as rd:
             window = fit_window(rd.times, None)
         rows[activation] = (numbers_of(path, out_dir), window)
         print(f"{activation}: reported", file=sys.stderr)
-    lazy = _complete(ROOT / "data" / "configs" / "lazy_ntk.toml", runs / "lazy_ntk.h5")
+    lazy = ensure_run(ROOT / "data" / "configs" / "lazy_ntk.toml", runs / "lazy_ntk.h5")
     tanh = runs / "aging_tanh.h5"
     blocks = {"activation": markdown(rows), "lazy": lazy_block(lazy, rows["tanh"][0], out_dir),
               "aging_windows": aging_windows_block(rows["tanh"][0], numbers_of(tanh, out_dir, WIDE_WINDOW,
                                                                                ("response", "kernel")))}
-    features = {run: _complete(ROOT / "data" / "configs" / f"features_{run}.toml", runs / f"features_{run}.h5")
+    features = {run: ensure_run(ROOT / "data" / "configs" / f"features_{run}.toml", runs / f"features_{run}.h5")
                 for run in FEATURE_RUNS}
     blocks["features"] = features_block(features)
-    page = Path(args.results)
-    text = page.read_text()
+    from analysis.blocks import replace_block
+
     for name, block in blocks.items():
-        begin, end = markers(name)
-        if begin not in text or end not in text:
-            raise SystemExit(f"{page} has no {begin} ... {end} markers to write between")
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+        replace_block(args.results, name, block)
         print(block)
-    page.write_text(text)
     return 0
 
 

@@ -30,20 +30,6 @@ BEGIN, END = "<!-- transfer_zoo:begin -->", "<!-- transfer_zoo:end -->"
 BUDGETS = np.geomspace(0.25, 8.0, 11)  # L2 budgets in pixel units (the digits' pixels are 0..16)
 
 
-def _complete(config: Path, out: Path) -> Path:
-    from dynsim import kinds
-    from dynsim.store import RunReader
-
-    if out.exists():
-        with RunReader(out) as rd:
-            if rd.status["code"] == "completed":
-                return out
-        result = kinds.resume(out, progress=False)
-    else:
-        result = kinds.run(kinds.load_config(config), out, progress=False)
-    if result.code != "completed":
-        raise SystemExit(f"{out}: {result.message}")
-    return out
 
 
 def _cell(t, digits=3):
@@ -189,20 +175,20 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", type=int, default=300, help="test digits attacked (default 300)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from dynsim.kinds import ensure_run
+
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     paths = []
     for family in FAMILIES:
-        paths.append(_complete(ROOT / "data" / "configs" / f"zoo_{family}.toml", runs / f"zoo_{family}.h5"))
+        paths.append(ensure_run(ROOT / "data" / "configs" / f"zoo_{family}.toml", runs / f"zoo_{family}.h5"))
         print(f"{family}: trained", file=sys.stderr)
     result = analyse(paths, args.inputs)
     text = markdown(result).replace(END, f"![transfer_zoo](figures/transfer_zoo/transfer_zoo.png)\n\n{END}")
     figures(result, Path(args.results).parent / "figures" / "transfer_zoo")
-    page = Path(args.results)
-    old = page.read_text()
-    if BEGIN not in old or END not in old:
-        raise SystemExit(f"{page} has no {BEGIN} ... {END} markers to write between")
-    page.write_text(old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):])
+    from analysis.blocks import replace_block
+
+    replace_block(args.results, "transfer_zoo", text)
     print(text)
     return 0
 
