@@ -52,8 +52,9 @@ def _blocks(arch, theta):
     return [(p[w], p.get("b" + w[1:])) for w in names]
 
 
-def _forward(arch, theta, x):
-    """Pre-activations and activations of every layer, and the softmax of the logits."""
+def forward_pass(arch, theta, x):
+    """(layer blocks, activations h_0..h_L, sigma' and sigma'' of every hidden layer, shifted logits,
+    softmax) of the rows of x: the forward pass every NumPy derivative here starts from."""
     layers = _blocks(arch, theta)
     hs, pres, slopes, curvatures = [np.asarray(x, dtype=np.float64)], [], [], []
     for W, b in layers[:-1]:
@@ -73,7 +74,7 @@ def _forward(arch, theta, x):
 
 def loss_and_gradient(arch, theta, x, labels) -> tuple[float, np.ndarray]:
     """The training loss mean_n l(x_n, y_n) (softmax cross-entropy) and its gradient [n_params]."""
-    layers, hs, slopes, _, z, p = _forward(arch, theta, x)
+    layers, hs, slopes, _, z, p = forward_pass(arch, theta, x)
     n = x.shape[0]
     labels = np.asarray(labels, dtype=np.int64)
     loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(n), labels]))
@@ -102,7 +103,7 @@ def _pack(arch, blocks) -> np.ndarray:
 
 def hessian_vector(arch, theta, x, labels, v) -> np.ndarray:
     """H v [n_params], H the Hessian of the training loss at theta (module docstring)."""
-    layers, hs, slopes, curvatures, _, p = _forward(arch, theta, x)
+    layers, hs, slopes, curvatures, _, p = forward_pass(arch, theta, x)
     dirs = _blocks(arch, v)
     n = x.shape[0]
     labels = np.asarray(labels, dtype=np.int64)

@@ -33,7 +33,7 @@ from scipy.stats import rankdata
 from dynsim.kinds import stored_config
 from dynsim.store import RunReader
 
-from .sharpness import _activation, _blocks
+from .sharpness import forward_pass
 
 N_BOOT = 2000
 N_PERMUTATIONS = 10_000
@@ -77,17 +77,7 @@ def load_zoo(paths) -> tuple[list[Model], object]:
 # -- gradients in input space and the NTK, for any architecture --------------------------------------------
 def input_gradient(model: Model, x, labels) -> tuple[np.ndarray, np.ndarray]:
     """(per-sample loss [n], d loss / d x [n, D]) of the softmax cross-entropy at each row of x."""
-    layers = _blocks(model.arch, model.theta)
-    hs, slopes = [np.asarray(x, dtype=np.float64)], []
-    for W, b in layers[:-1]:
-        h, d, _ = _activation(model.arch.model.activation, hs[-1] @ W + (0.0 if b is None else b))
-        hs.append(h)
-        slopes.append(d)
-    W, b = layers[-1]
-    z = hs[-1] @ W + (0.0 if b is None else b)
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    layers, hs, slopes, _, _, p = forward_pass(model.arch, model.theta, x)
     n = len(hs[0])
     labels = np.asarray(labels, dtype=np.int64)
     loss = -np.log(p[np.arange(n), labels])
@@ -101,12 +91,7 @@ def input_gradient(model: Model, x, labels) -> tuple[np.ndarray, np.ndarray]:
 def ntk_matrix(model: Model, x) -> np.ndarray:
     """K(x_a, x_b) = sum_k grad_theta z_k(x_a) . grad_theta z_k(x_b) [n, n]: per layer, the Gram matrix of
     its inputs times that of its back-propagated logit gradients (plus the bias terms)."""
-    layers = _blocks(model.arch, model.theta)
-    hs, slopes = [np.asarray(x, dtype=np.float64)], []
-    for W, b in layers[:-1]:
-        h, d, _ = _activation(model.arch.model.activation, hs[-1] @ W + (0.0 if b is None else b))
-        hs.append(h)
-        slopes.append(d)
+    layers, hs, slopes, _, _, _ = forward_pass(model.arch, model.theta, x)
     n, classes = len(hs[0]), model.arch.classes
     kernel = np.zeros((n, n))
     delta = np.broadcast_to(np.eye(classes), (n, classes, classes)).copy()  # [sample, logit k, unit]
