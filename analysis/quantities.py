@@ -48,14 +48,16 @@ def _rank_one_share(response: np.ndarray) -> float:
 def factorisation_share_interval(reader, window=None, *, n_boot: int = 500, confidence: float = 0.95,
                                  seed: int = 0) -> tuple[float, float]:
     """Percentile interval of ``factorisation_share`` from a bootstrap over replicas (each resample's
-    ensemble mean, then its rank-one share); NaN with one replica."""
+    ensemble mean, then its rank-one share) of the replicas finite throughout the window (a diverged
+    replica is left out whole, as the fits do); NaN with fewer than two of them."""
     keep = _window_mask(reader.times, window)
     response = reader.observable("response")[keep]  # [record, replica, source, probe]
+    response = response[:, np.all(np.isfinite(response), axis=(0, 2, 3))]
     replicas = response.shape[1]
     if replicas < 2:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    shares = [_rank_one_share(np.nanmean(response[:, rng.integers(0, replicas, replicas)], axis=1))
+    shares = [_rank_one_share(response[:, rng.integers(0, replicas, replicas)].mean(axis=1))
               for _ in range(n_boot)]
     tail = 50.0 * (1.0 - confidence)
     return (float(np.percentile(shares, tail)), float(np.percentile(shares, 100.0 - tail)))
