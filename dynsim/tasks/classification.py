@@ -36,6 +36,10 @@ Tasks (D = ``task.dimension``, K = ``task.n_classes``, P = ``task.train_size``):
 * ``digits``: the 1,797 8x8 handwritten digits shipped with dynsim (``dynsim.datasets.load_digits``,
   pixels in [0, 1]), D = 64, K = 10. A random permutation splits them: its first ``n_train`` images
   are the training set, the next ``n_test`` the test set (n_train + n_test <= 1797).
+* ``mnist1d``: MNIST-1D (S. Greydanus, D. Kobak; ``dynsim/datasets/mnist1d.h5``, made by
+  ``data/scripts/make_mnist1d.py``), D = 40, K = 10, in the package's own split of 4,000 training and
+  1,000 test signals. A random permutation of each split draws the subsets: the first ``n_train`` of
+  the training signals (n_train <= 4000) and the first ``n_test`` of the test signals (n_test <= 1000).
 
 ``label_noise`` = f replaces exactly round(f * P) training labels, chosen at random, each by a class
 drawn uniformly among the K - 1 other classes; test labels stay clean. The noise is drawn from its own
@@ -47,28 +51,45 @@ import math
 
 import numpy as np
 
+from importlib import resources
+
 from ..datasets import DIGITS_SHAPE, load_digits
 from ..spec import Section, option
 
 CLASSIFICATION_KINDS = ("gaussian_mixture", "teacher", "parity", "modular_addition", "digits")
+# Shipped data sets added after the first five (their tags follow on, so the earlier tags stay as they were).
+DATASET_KINDS = ("mnist1d",)
+TASK_KINDS = CLASSIFICATION_KINDS + DATASET_KINDS
 # Offset from the one-output tasks' tags (0..3), so that no classification stream coincides with
 # one of theirs for the same seed (both modules have a 'teacher').
-_KIND_TAG = {name: 100 + i for i, name in enumerate(CLASSIFICATION_KINDS)}
+_KIND_TAG = {name: 100 + i for i, name in enumerate(TASK_KINDS)}
 _LABEL_NOISE_STREAM = 1
 
 _DEFAULT_INPUT_DIM = 16
 _DEFAULT_CLASSES = 4
 _DIGITS_CLASSES = 10
+MNIST1D_SIZES = (4000, 1000)  # the package's training and test signals
+MNIST1D_DIM = 40
+_MNIST1D_CLASSES = 10
+
+
+def load_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D as shipped: (x_train [4000, 40] float64, y_train [4000] int64, x_test [1000, 40], y_test [1000])."""
+    import h5py
+
+    with resources.as_file(resources.files("dynsim.datasets") / "mnist1d.h5") as path, h5py.File(path, "r") as f:
+        return (f["x_train"][()].astype(np.float64), f["y_train"][()].astype(np.int64),
+                f["x_test"][()].astype(np.float64), f["y_test"][()].astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationTask(Section):
     SECTION = "task"
-    kind: str = option("gaussian_mixture", "str", "data set", choices=CLASSIFICATION_KINDS)
-    input_dim: int = option(None, "int", "input dimension D (default: 16; digits: 64 and modular_addition: "
-                                         "2 * modulus, fixed)", minimum=1, maximum=1_000_000, optional=True)
+    kind: str = option("gaussian_mixture", "str", "data set", choices=TASK_KINDS)
+    input_dim: int = option(None, "int", "input dimension D (default: 16; digits: 64, mnist1d: 40 and "
+                                         "modular_addition: 2 * modulus, fixed)", minimum=1, maximum=1_000_000, optional=True)
     classes: int = option(None, "int", "number of classes K (default: 4; parity: 2, modular_addition: modulus "
-                                       "and digits: 10, fixed)", minimum=2, maximum=100_000, optional=True)
+                                       "and digits, mnist1d: 10, fixed)", minimum=2, maximum=100_000, optional=True)
     n_train: int = option(256, "int", "training samples P (ignored by modular_addition)", minimum=1,
                           maximum=10_000_000)
     n_test: int = option(512, "int", "test samples (ignored by modular_addition)", minimum=0, maximum=10_000_000)
@@ -90,6 +111,8 @@ class ClassificationTask(Section):
         """The input dimension D."""
         if self.kind == "digits":
             return DIGITS_SHAPE[1]
+        if self.kind == "mnist1d":
+            return MNIST1D_DIM
         if self.kind == "modular_addition":
             return 2 * self.modulus
         return _DEFAULT_INPUT_DIM if self.input_dim is None else self.input_dim
@@ -103,6 +126,8 @@ class ClassificationTask(Section):
             return self.modulus
         if self.kind == "digits":
             return _DIGITS_CLASSES
+        if self.kind == "mnist1d":
+            return _MNIST1D_CLASSES
         return _DEFAULT_CLASSES if self.classes is None else self.classes
 
     @property
@@ -120,11 +145,13 @@ class ClassificationTask(Section):
         return self.n_test
 
     def check(self):
-        fixed_dim = {"digits": DIGITS_SHAPE[1], "modular_addition": 2 * self.modulus}.get(self.kind)
+        fixed_dim = {"digits": DIGITS_SHAPE[1], "mnist1d": MNIST1D_DIM,
+                     "modular_addition": 2 * self.modulus}.get(self.kind)
         if fixed_dim is not None and self.input_dim is not None and self.input_dim != fixed_dim:
             self.fail("input_dim", f"got {self.input_dim}; task.kind = {self.kind!r} has input dimension "
                                    f"{fixed_dim}: leave input_dim unset or set it to {fixed_dim}")
-        fixed_classes = {"parity": 2, "modular_addition": self.modulus, "digits": _DIGITS_CLASSES}.get(self.kind)
+        fixed_classes = {"parity": 2, "modular_addition": self.modulus, "digits": _DIGITS_CLASSES,
+                         "mnist1d": _MNIST1D_CLASSES}.get(self.kind)
         if fixed_classes is not None and self.classes is not None and self.classes != fixed_classes:
             self.fail("classes", f"got {self.classes}; task.kind = {self.kind!r} has {fixed_classes} classes: "
                                  f"leave classes unset or set it to {fixed_classes}")
@@ -150,6 +177,11 @@ class ClassificationTask(Section):
         if self.kind == "digits" and self.n_train + self.n_test > DIGITS_SHAPE[0]:
             self.fail("n_train", f"n_train + n_test = {self.n_train} + {self.n_test} exceeds the "
                                  f"{DIGITS_SHAPE[0]} digit images: lower n_train or n_test")
+        if self.kind == "mnist1d":
+            for field, value, size, split in (("n_train", self.n_train, MNIST1D_SIZES[0], "training"),
+                                              ("n_test", self.n_test, MNIST1D_SIZES[1], "test")):
+                if value > size:
+                    self.fail(field, f"got {value}; MNIST-1D has {size} {split} signals: lower {field}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +286,12 @@ def _clean_data(task: ClassificationTask, rng: np.random.Generator):
         x_all, y_all = _one_hot_pairs(pairs, p), (first + second) % p
         x_train, y_train = x_all[:n_train], y_all[:n_train]
         x_test, y_test = x_all[n_train:], y_all[n_train:]
+    elif task.kind == "mnist1d":
+        x_pool, y_pool, x_test_pool, y_test_pool = load_mnist1d()
+        train_rows = rng.permutation(x_pool.shape[0])[:n_train]
+        test_rows = rng.permutation(x_test_pool.shape[0])[:n_test]
+        x_train, y_train = x_pool[train_rows], y_pool[train_rows]
+        x_test, y_test = x_test_pool[test_rows], y_test_pool[test_rows]
     else:  # digits
         images, digit_labels = load_digits()
         order = rng.permutation(images.shape[0])
