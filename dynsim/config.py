@@ -113,6 +113,9 @@ class TablesConfig:
     and the sha256 digest of the resolved config's text (equal configs give equal digests)."""
 
     TABLES: ClassVar[dict] = {}
+    # {(old table, key): (new table, key)}: keys a kind has moved; configs and stored files that use
+    # the old place are read as if they used the new one (config_from_tables).
+    MOVED_KEYS: ClassVar[dict] = {}
 
     def _check_tables(self):
         for name, cls in self.TABLES.items():
@@ -276,7 +279,26 @@ def config_from_tables(tables: dict, sections: dict, config_class, kind: str):
         owners = [name for name, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
         hint = f": put it in its table, e.g. [{owners[0]}] {key} = ..." if owners else ""
         raise ConfigError(key, f"a key outside any table{hint} (a {kind} config has the tables {allowed})")
+    tables = _move_keys(tables, getattr(config_class, "MOVED_KEYS", {}))
     return config_class(**{name: cls.from_mapping(tables.get(name, {}), name) for name, cls in sections.items()})
+
+
+def _move_keys(tables: dict, moved: dict) -> dict:
+    """``tables`` with every key of ``moved`` taken from its old table to its new one (a copy); a key
+    given in both places is refused, naming both."""
+    tables = {name: dict(values) if isinstance(values, dict) else values for name, values in tables.items()}
+    for (old_table, old_key), (new_table, new_key) in moved.items():
+        old = tables.get(old_table)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        new = tables.setdefault(new_table, {})
+        if not isinstance(new, dict):
+            continue  # the table's own check names the bad value
+        if new_key in new:
+            raise ConfigError(f"{old_table}.{old_key}", f"given together with {new_table}.{new_key}; it has moved "
+                                                        f"there: remove {old_table}.{old_key}")
+        new[new_key] = old.pop(old_key)
+    return tables
 
 
 def parse_toml(text: str, source: str = "<string>") -> dict:

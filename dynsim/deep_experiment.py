@@ -74,6 +74,9 @@ class DeepConfig(TablesConfig):
 
     KIND = "mlp"
     TABLES = _SECTIONS
+    # The input dimension lives in [model] for every kind; configs and files written before
+    # 2026-12-07 gave the MLP's in [task].
+    MOVED_KEYS = {("task", "input_dim"): ("model", "input_dim")}
 
     def __post_init__(self):
         self._check_tables()
@@ -93,11 +96,17 @@ class DeepConfig(TablesConfig):
             if name in TEST_SET_OBSERVABLES and self.task.test_size == 0:
                 raise ConfigError("record.observables", f"got {name!r} with no test samples (task.n_test = 0): "
                                                         "set task.n_test > 0 or remove it")
+        self.task.check_dimension(self.input_dim)
         self.architecture  # noqa: B018 - validates input_dim / classes
 
     @property
+    def input_dim(self) -> int:
+        """D: ``model.input_dim``, or the task's own where that is unset."""
+        return self.task.input_dimension(self.model.input_dim)
+
+    @property
     def architecture(self):
-        return self.model.architecture(self.task.dimension, self.task.n_classes)
+        return self.model.architecture(self.input_dim, self.task.n_classes)
 
     @property
     def observables(self) -> tuple[str, ...]:
@@ -163,7 +172,7 @@ class DeepSimulation(TimeLoop):
     def __init__(self, config):
         cfg = config.resolved()
         seed = cfg.run.seed
-        data = make_classification_data(cfg.task, seed)
+        data = make_classification_data(cfg.task, seed, cfg.input_dim)
         self.arch = cfg.architecture
         self.layers = self.arch.layer_table()
         self.act = self.arch.activation_code
@@ -233,8 +242,8 @@ class DeepKind(TimeSteppedKind):
         return DeepSimulation(config)
 
     def compile_plan(self) -> list[dict]:
-        base = dict(run=dict(seed=1, replicas=2, steps=4), model=dict(kind="mlp", depth=2, width=4),
-                    task=dict(kind="gaussian_mixture", input_dim=3, classes=2, n_train=8, n_test=4),
+        base = dict(run=dict(seed=1, replicas=2, steps=4), model=dict(kind="mlp", input_dim=3, depth=2, width=4),
+                    task=dict(kind="gaussian_mixture", classes=2, n_train=8, n_test=4),
                     record=dict(n_records=2, basin_samples=2, basin_directions=2, weight_basin_directions=1,
                                 weight_basin_samples=8, noise_inputs=4))
         return [{**base, "training": dict(method="sgd", batch_size=2)},

@@ -34,11 +34,11 @@ replicas = 3
 steps = 200
 [model]
 kind = "mlp"
+input_dim = 6
 depth = 2
 width = 16
 [task]
 kind = "gaussian_mixture"
-input_dim = 6
 classes = 3
 n_train = 32
 n_test = 64
@@ -56,11 +56,11 @@ replicas = 3
 steps = 200
 [base.model]
 kind = "mlp"
+input_dim = 6
 depth = 1
 width = 4
 [base.task]
 kind = "gaussian_mixture"
-input_dim = 6
 classes = 3
 n_train = 16
 n_test = 64

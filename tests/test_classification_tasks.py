@@ -6,6 +6,7 @@ No Numba compilation here: the data are built on the host, so the whole file run
 import numpy as np
 import pytest
 
+from dynsim import kinds
 from dynsim.datasets import load_digits
 from dynsim.spec import ConfigError
 from dynsim.tasks.classification import (CLASSIFICATION_KINDS, ClassificationTask, classification_teacher,
@@ -27,7 +28,7 @@ def small_task(kind: str, **overrides) -> ClassificationTask:
 def test_shapes_dtypes_and_label_range(kind):
     task = small_task(kind)
     data = make_classification_data(task, SEED)
-    d, k = task.dimension, task.n_classes
+    d, k = task.input_dimension(), task.n_classes
     assert data.x_train.shape == (task.train_size, d) and data.x_test.shape == (task.test_size, d)
     assert data.y_train.shape == (task.train_size,) and data.y_test.shape == (task.test_size,)
     for array in (data.x_train, data.y_train, data.x_test, data.y_test, data.clean_train):
@@ -42,15 +43,15 @@ def test_shapes_dtypes_and_label_range(kind):
 
 
 def test_resolved_dimensions_and_classes():
-    assert (ClassificationTask().dimension, ClassificationTask().n_classes) == (16, 4)
-    assert ClassificationTask(kind="teacher", input_dim=5, classes=3).dimension == 5
+    assert (ClassificationTask().input_dimension(), ClassificationTask().n_classes) == (16, 4)
+    assert ClassificationTask(kind="teacher", classes=3).input_dimension(5) == 5
     assert ClassificationTask(kind="parity").n_classes == 2
     task = ClassificationTask(kind="modular_addition", modulus=11, train_fraction=0.3)
-    assert (task.dimension, task.n_classes) == (22, 11)
+    assert (task.input_dimension(), task.n_classes) == (22, 11)
     assert (task.train_size, task.test_size) == (round(0.3 * 121), 121 - round(0.3 * 121))
-    assert (ClassificationTask(kind="digits").dimension, ClassificationTask(kind="digits").n_classes) == (64, 10)
+    assert (ClassificationTask(kind="digits").input_dimension(), ClassificationTask(kind="digits").n_classes) == (64, 10)
     # An explicit value equal to the fixed one is accepted.
-    assert ClassificationTask(kind="digits", input_dim=64, classes=10).dimension == 64
+    assert ClassificationTask(kind="digits", classes=10).input_dimension(64) == 64
 
 
 def test_modular_addition_labels_and_exact_partition_of_pairs():
@@ -74,8 +75,8 @@ def test_modular_addition_labels_and_exact_partition_of_pairs():
 
 
 def test_parity_labels_recomputed():
-    task = ClassificationTask(kind="parity", input_dim=10, parity_bits=4, n_train=300, n_test=200)
-    data = make_classification_data(task, SEED)
+    task = ClassificationTask(kind="parity", parity_bits=4, n_train=300, n_test=200)
+    data = make_classification_data(task, SEED, input_dim=10)
     for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
         assert set(np.unique(x)) == {-1.0, 1.0}
         negatives = np.sum(x[:, :4] < 0, axis=1)
@@ -106,8 +107,8 @@ def test_gaussian_mixture_nearest_class_mean_accuracy():
     0.895 on average (std 0.014, lowest 0.855) over 300 seeds of this generator, so 0.8 is more than
     six standard deviations below. A wrong scale fails clearly: means shrunk by sqrt(D) = 4 give 0.40
     here, and identical means chance (0.25)."""
-    task = ClassificationTask(kind="gaussian_mixture", input_dim=16, classes=4, n_train=256, n_test=512)
-    data = make_classification_data(task, SEED)
+    task = ClassificationTask(kind="gaussian_mixture", classes=4, n_train=256, n_test=512)
+    data = make_classification_data(task, SEED, input_dim=16)
     y_train, y_test = data.labels_train, data.labels_test
     np.testing.assert_array_equal(np.bincount(y_train), [64] * 4)  # balanced classes
     means = np.stack([data.x_train[y_train == k].mean(axis=0) for k in range(4)])
@@ -120,9 +121,8 @@ def test_gaussian_mixture_means_are_separation_apart_and_noise_is_unit():
     """Per class 8,000 samples: each estimated mean is off by ~ sqrt(D / 8000) = 0.045 in norm, so the
     pairwise distances (exactly 3.0 by construction) are within 0.2 and the within-class std per
     coordinate (1) within 0.02 (its standard error is ~ 1/sqrt(2 * 8000 * 16) = 0.002)."""
-    task = ClassificationTask(kind="gaussian_mixture", input_dim=16, classes=5, separation=3.0,
-                              n_train=40_000, n_test=0)
-    data = make_classification_data(task, SEED)
+    task = ClassificationTask(kind="gaussian_mixture", classes=5, separation=3.0, n_train=40_000, n_test=0)
+    data = make_classification_data(task, SEED, input_dim=16)
     y = data.labels_train
     means = np.stack([data.x_train[y == k].mean(axis=0) for k in range(5)])
     pairwise = np.linalg.norm(means[:, None] - means[None, :], axis=-1)[np.triu_indices(5, 1)]
@@ -133,9 +133,9 @@ def test_gaussian_mixture_means_are_separation_apart_and_noise_is_unit():
 
 
 def test_teacher_labels_are_the_argmax_of_the_teacher():
-    task = ClassificationTask(kind="teacher", input_dim=6, classes=3, teacher_width=7, n_train=200, n_test=100)
-    data = make_classification_data(task, SEED)
-    hidden, readout = classification_teacher(task, SEED)
+    task = ClassificationTask(kind="teacher", classes=3, teacher_width=7, n_train=200, n_test=100)
+    data = make_classification_data(task, SEED, input_dim=6)
+    hidden, readout = classification_teacher(task, SEED, input_dim=6)
     assert hidden.shape == (7, 6) and readout.shape == (3, 7)
     for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
         outputs = np.array([[readout[k] @ np.tanh(hidden @ sample) for k in range(3)] for sample in x])
@@ -185,14 +185,10 @@ def test_deterministic_in_task_and_seed(kind):
 
 @pytest.mark.parametrize("overrides, field", [
     (dict(kind="images"), "task.kind"),
-    (dict(kind="digits", input_dim=16), "task.input_dim"),
-    (dict(kind="modular_addition", modulus=5, input_dim=5), "task.input_dim"),
     (dict(kind="digits", classes=4), "task.classes"),
     (dict(kind="parity", classes=3), "task.classes"),
     (dict(kind="modular_addition", modulus=5, classes=4), "task.classes"),
-    (dict(kind="gaussian_mixture", input_dim=2, classes=4), "task.classes"),
     (dict(classes=1), "task.classes"),
-    (dict(input_dim=0), "task.input_dim"),
     (dict(n_train=0), "task.n_train"),
     (dict(n_test=-1), "task.n_test"),
     (dict(seed=-1), "task.seed"),
@@ -200,7 +196,6 @@ def test_deterministic_in_task_and_seed(kind):
     (dict(label_noise=-0.1), "task.label_noise"),
     (dict(separation=-1.0), "task.separation"),
     (dict(kind="teacher", teacher_width=0), "task.teacher_width"),
-    (dict(kind="parity", input_dim=4, parity_bits=5), "task.parity_bits"),
     (dict(kind="parity", parity_bits=0), "task.parity_bits"),
     (dict(kind="modular_addition", modulus=1), "task.modulus"),
     (dict(kind="modular_addition", train_fraction=0.0), "task.train_fraction"),
@@ -214,6 +209,33 @@ def test_validation_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as error:
         ClassificationTask(**overrides)
     assert error.value.field == field
+
+
+# The checks that need the input dimension, which lives in [model] (model.input_dim) for every kind:
+# made by the MLP's config, naming the field to change.
+@pytest.mark.parametrize("model_dim, task, field", [
+    (16, dict(kind="digits"), "model.input_dim"),
+    (5, dict(kind="modular_addition", modulus=10), "model.input_dim"),
+    (0, dict(), "model.input_dim"),
+    (2, dict(kind="gaussian_mixture", classes=4), "task.classes"),
+    (4, dict(kind="parity", parity_bits=5), "task.parity_bits"),
+])
+def test_dimension_errors_name_the_field(model_dim, task, field):
+    with pytest.raises(ConfigError) as error:
+        kinds.config_from_mapping(dict(model=dict(kind="mlp", input_dim=model_dim), task=task))
+    assert error.value.field == field
+
+
+def test_input_dim_given_in_task_is_read_as_model_input_dim():
+    """Configs and files written before the input dimension moved to [model] gave the MLP's in [task];
+    they are read as the same run (same data, same digest as the new spelling), and giving both is refused."""
+    old = kinds.config_from_mapping(dict(model=dict(kind="mlp"), task=dict(kind="teacher", input_dim=6)))
+    new = kinds.config_from_mapping(dict(model=dict(kind="mlp", input_dim=6), task=dict(kind="teacher")))
+    assert old.input_dim == new.input_dim == 6 and old.digest() == new.digest()
+    assert "input_dim" not in old.to_mapping()["task"]
+    with pytest.raises(ConfigError) as error:
+        kinds.config_from_mapping(dict(model=dict(kind="mlp", input_dim=6), task=dict(input_dim=6)))
+    assert error.value.field == "task.input_dim" and "model.input_dim" in str(error.value)
 
 
 def test_teacher_weights_only_for_teacher_tasks():

@@ -294,8 +294,8 @@ def test_effective_rank_closed_forms():
 
 def _config(**tables):
     base = dict(run=dict(seed=SEED, replicas=2, steps=30),
-                model=dict(kind="mlp", depth=2, width=6, activation="tanh", bias_std=0.2),
-                task=dict(kind="gaussian_mixture", input_dim=3, classes=3, n_train=12, n_test=10),
+                model=dict(kind="mlp", input_dim=3, depth=2, width=6, activation="tanh", bias_std=0.2),
+                task=dict(kind="gaussian_mixture", classes=3, n_train=12, n_test=10),
                 training=dict(method="gd", eta=0.2),
                 record=dict(n_records=4, basin_samples=2, basin_directions=4, basin_bisections=6, noise_inputs=6,
                             weight_basin_samples=12, weight_basin_directions=2, block_records=2))
@@ -366,7 +366,7 @@ def test_deep_run_records_and_resumes_bit_identically(tmp_path):
         assert a.dataset("probes/x").shape[0] == 0 and a.dataset("sources/index").shape == (0,)
     n_train = 12  # _config's task.n_train; basin_samples = 2 evenly spread: the first and the last sample
     assert basin_index.tolist() == [0, n_train - 1]
-    assert noise_x.shape == (6, 3)  # record.noise_inputs = 6 (<= n_train), task.input_dim = 3
+    assert noise_x.shape == (6, 3)  # record.noise_inputs = 6 (<= n_train), model.input_dim = 3
     x_train = make_runner(config).data.x_train  # noise lies in the training set's per-coordinate range
     assert np.all(noise_x >= x_train.min(axis=0)) and np.all(noise_x <= x_train.max(axis=0))
     # the recorded accuracy is the kernel's; recompute the last one in NumPy from the final parameters
@@ -382,7 +382,7 @@ def test_deep_run_records_and_resumes_bit_identically(tmp_path):
     (dict(model=dict(widths=[4, 4, 4])), "model.widths"),
     (dict(training=dict(method="sgd", batch_size=50)), "training.batch_size"),
     (dict(model=dict(weight_var=1.0)), "model.weight_var"),
-    (dict(task=dict(kind="digits", input_dim=64, classes=10, n_train=1700, n_test=200)), "task.n_train"),
+    (dict(task=dict(kind="digits", classes=10, n_train=1700, n_test=200)), "task.n_train"),
 ])
 def test_bad_deep_configs_name_the_field(tables, field):
     with pytest.raises(ConfigError) as err:

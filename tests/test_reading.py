@@ -190,8 +190,8 @@ def test_sweep_point_by_group(tmp_path):
 def test_deep_run_named_inputs_are_variables(tmp_path):
     from dynsim.kinds import parse_config
 
-    cfg = parse_config('[run]\nseed = 3\nreplicas = 2\nsteps = 6\n[model]\nkind = "mlp"\ndepth = 2\nwidth = 4\n'
-                       '[task]\nkind = "gaussian_mixture"\ninput_dim = 3\nclasses = 3\nn_train = 12\nn_test = 6\n'
+    cfg = parse_config('[run]\nseed = 3\nreplicas = 2\nsteps = 6\n[model]\nkind = "mlp"\ninput_dim = 3\ndepth = 2\nwidth = 4\n'
+                       '[task]\nkind = "gaussian_mixture"\nclasses = 3\nn_train = 12\nn_test = 6\n'
                        '[training]\nmethod = "gd"\neta = 0.2\n'
                        '[record]\nn_records = 3\nbasin_samples = 2\nnoise_inputs = 5\n')
     out = tmp_path / "deep.h5"

@@ -29,8 +29,8 @@ CASES = {
                                    training=dict(loss="cross_entropy")),
     "simple, 4 outputs": dict(model=dict(input_dim=1, width=6, outputs=4), task=dict(kind="encoding", n_train=12)),
     "float32": dict(run=dict(precision="float32")),
-    "deep MLP": dict(model=dict(kind="mlp", depth=2, width=6), task=dict(kind="gaussian_mixture", input_dim=3,
-                                                                           classes=3, n_train=12, n_test=10),
+    "deep MLP": dict(model=dict(kind="mlp", input_dim=3, depth=2, width=6),
+                     task=dict(kind="gaussian_mixture", classes=3, n_train=12, n_test=10),
                      record=dict(basin_samples=2, basin_directions=4, basin_bisections=6, noise_inputs=6,
                                  weight_basin_samples=12, weight_basin_directions=2)),
 }

@@ -43,6 +43,9 @@ MAX_DEPTH = 100
 class DeepMLP(Section):
     SECTION = "model"
     kind: str = option("mlp", "str", "network family", choices=("mlp",))
+    input_dim: int = option(None, "int", "input dimension D (default: the task's: 16 for gaussian_mixture, teacher "
+                                         "and parity; fixed by digits (64), mnist1d (40) and modular_addition "
+                                         "(2 * modulus))", minimum=1, maximum=1_000_000, optional=True)
     depth: int = option(3, "int", "hidden layers L", minimum=1, maximum=MAX_DEPTH)
     width: int = option(64, "int", "units per hidden layer (unless widths is given)", minimum=1, maximum=65_536)
     widths: tuple = option(None, "int_list", "units of each hidden layer, one entry per layer (overrides width)",
@@ -72,9 +75,9 @@ class DeepMLP(Section):
         return tuple(self.widths) if self.widths is not None else (self.width,) * self.depth
 
     def architecture(self, input_dim: int, classes: int) -> "DeepArchitecture":
-        """The network on inputs of dimension D with K classes (the task fixes both)."""
+        """The network on inputs of dimension D with K classes (``DeepConfig.input_dim``, ``task.n_classes``)."""
         if input_dim < 1:
-            raise ConfigError("task.input_dim", f"got {input_dim}; must be >= 1")
+            raise ConfigError("model.input_dim", f"got {input_dim}; must be >= 1")
         if classes < 2:
             raise ConfigError("task.classes", f"got {classes}; softmax classification needs >= 2 classes")
         return DeepArchitecture(self, int(input_dim), int(classes))

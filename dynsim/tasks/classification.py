@@ -9,7 +9,8 @@ All data are drawn on the host from ``numpy.random.Generator(PCG64)`` seeded by
 ``SeedSequence([seed, tag])``, ``seed`` the task seed (the run seed when ``task.seed`` is None) and
 ``tag`` an integer fixed per kind, so the data are a deterministic function of (task, seed).
 
-Tasks (D = ``task.dimension``, K = ``task.n_classes``, P = ``task.train_size``):
+Tasks (D = ``task.input_dimension(model.input_dim)``: the network's ``[model] input_dim``, as for every
+kind, or the dimension a data set fixes; K = ``task.n_classes``, P = ``task.train_size``):
 
 * ``gaussian_mixture``: K Gaussian clusters. The class means are the K vertices of a regular simplex,
   centred at the origin, randomly rotated into R^D, with every pair of means exactly ``separation``
@@ -54,7 +55,7 @@ import numpy as np
 from importlib import resources
 
 from ..datasets import DIGITS_SHAPE, load_digits
-from ..spec import Section, option
+from ..spec import ConfigError, Section, option
 
 CLASSIFICATION_KINDS = ("gaussian_mixture", "teacher", "parity", "modular_addition", "digits")
 # Shipped data sets added after the first five (their tags follow on, so the earlier tags stay as they were).
@@ -86,8 +87,6 @@ def load_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 class ClassificationTask(Section):
     SECTION = "task"
     kind: str = option("gaussian_mixture", "str", "data set", choices=TASK_KINDS)
-    input_dim: int = option(None, "int", "input dimension D (default: 16; digits: 64, mnist1d: 40 and "
-                                         "modular_addition: 2 * modulus, fixed)", minimum=1, maximum=1_000_000, optional=True)
     classes: int = option(None, "int", "number of classes K (default: 4; parity: 2, modular_addition: modulus "
                                        "and digits, mnist1d: 10, fixed)", minimum=2, maximum=100_000, optional=True)
     n_train: int = option(256, "int", "training samples P (ignored by modular_addition)", minimum=1,
@@ -107,15 +106,39 @@ class ClassificationTask(Section):
                                                  "in (0, 1)", minimum=0.0, maximum=1.0, exclusive_minimum=True)
 
     @property
-    def dimension(self) -> int:
-        """The input dimension D."""
+    def fixed_dimension(self) -> int | None:
+        """The input dimension D a data set fixes (digits: 64, mnist1d: 40, modular_addition: 2 * modulus),
+        None where the task draws inputs of any dimension (they take ``model.input_dim``)."""
         if self.kind == "digits":
             return DIGITS_SHAPE[1]
         if self.kind == "mnist1d":
             return MNIST1D_DIM
         if self.kind == "modular_addition":
             return 2 * self.modulus
-        return _DEFAULT_INPUT_DIM if self.input_dim is None else self.input_dim
+        return None
+
+    def input_dimension(self, model_input_dim: int | None = None) -> int:
+        """The input dimension D of this task's data for a network declaring ``model.input_dim``
+        (None: the task's own, 16 where it has none); ``ConfigError`` naming ``model.input_dim`` when
+        the data set fixes another one."""
+        fixed = self.fixed_dimension
+        if fixed is not None and model_input_dim is not None and model_input_dim != fixed:
+            raise ConfigError("model.input_dim", f"got {model_input_dim}; task.kind = {self.kind!r} has input "
+                                                 f"dimension {fixed}: leave model.input_dim unset or set it to {fixed}")
+        if fixed is not None:
+            return fixed
+        return _DEFAULT_INPUT_DIM if model_input_dim is None else int(model_input_dim)
+
+    def check_dimension(self, dim: int) -> None:
+        """The checks that need the input dimension D (``input_dimension``): equidistant class means
+        and parity bits fit in D."""
+        if self.kind == "gaussian_mixture" and self.n_classes > dim + 1:
+            self.fail("classes", f"got {self.n_classes} classes in model.input_dim = {dim}; equidistant class "
+                                 f"means need classes <= input_dim + 1: lower classes or set model.input_dim >= "
+                                 f"{self.n_classes - 1}")
+        if self.kind == "parity" and self.parity_bits > dim:
+            self.fail("parity_bits", f"got {self.parity_bits}; must be <= model.input_dim ({dim}): "
+                                     "lower parity_bits or raise model.input_dim")
 
     @property
     def n_classes(self) -> int:
@@ -145,26 +168,14 @@ class ClassificationTask(Section):
         return self.n_test
 
     def check(self):
-        fixed_dim = {"digits": DIGITS_SHAPE[1], "mnist1d": MNIST1D_DIM,
-                     "modular_addition": 2 * self.modulus}.get(self.kind)
-        if fixed_dim is not None and self.input_dim is not None and self.input_dim != fixed_dim:
-            self.fail("input_dim", f"got {self.input_dim}; task.kind = {self.kind!r} has input dimension "
-                                   f"{fixed_dim}: leave input_dim unset or set it to {fixed_dim}")
         fixed_classes = {"parity": 2, "modular_addition": self.modulus, "digits": _DIGITS_CLASSES,
                          "mnist1d": _MNIST1D_CLASSES}.get(self.kind)
         if fixed_classes is not None and self.classes is not None and self.classes != fixed_classes:
             self.fail("classes", f"got {self.classes}; task.kind = {self.kind!r} has {fixed_classes} classes: "
                                  f"leave classes unset or set it to {fixed_classes}")
-        if self.kind == "gaussian_mixture" and self.n_classes > self.dimension + 1:
-            self.fail("classes", f"got {self.n_classes} classes in input_dim = {self.dimension}; equidistant class "
-                                 f"means need classes <= input_dim + 1: lower classes or set input_dim >= "
-                                 f"{self.n_classes - 1}")
         if self.label_noise >= 1.0:
             self.fail("label_noise", f"got {self.label_noise}; must be < 1 (a fraction of the training labels "
                                      "to replace; 1 would leave no clean label)")
-        if self.kind == "parity" and self.parity_bits > self.dimension:
-            self.fail("parity_bits", f"got {self.parity_bits}; must be <= task.input_dim ({self.dimension}): "
-                                     "lower parity_bits or raise input_dim")
         if self.kind == "modular_addition":
             if self.train_fraction >= 1.0:
                 self.fail("train_fraction", f"got {self.train_fraction}; must be < 1 so that some pairs are "
@@ -231,8 +242,8 @@ def _simplex_means(rng: np.random.Generator, classes: int, dim: int, separation:
     return separation / math.sqrt(2.0) * coordinates @ frame.T
 
 
-def _draw_teacher(rng: np.random.Generator, task: ClassificationTask) -> tuple[np.ndarray, np.ndarray]:
-    hidden = rng.standard_normal((task.teacher_width, task.dimension)) / math.sqrt(task.dimension)
+def _draw_teacher(rng: np.random.Generator, task: ClassificationTask, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    hidden = rng.standard_normal((task.teacher_width, dim)) / math.sqrt(dim)
     readout = rng.standard_normal((task.n_classes, task.teacher_width)) / math.sqrt(task.teacher_width)
     return hidden, readout
 
@@ -241,12 +252,15 @@ def _teacher_labels(hidden: np.ndarray, readout: np.ndarray, x: np.ndarray) -> n
     return np.argmax(np.tanh(x @ hidden.T) @ readout.T, axis=1)
 
 
-def classification_teacher(task: ClassificationTask, run_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher of a ``teacher`` task: (hidden [teacher_width, D], readout [K, teacher_width]);
-    the label of x is argmax(readout @ tanh(hidden @ x)). The same weights make_classification_data uses."""
+def classification_teacher(task: ClassificationTask, run_seed: int,
+                           input_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher of a ``teacher`` task on inputs of ``task.input_dimension(input_dim)``: (hidden
+    [teacher_width, D], readout [K, teacher_width]); the label of x is argmax(readout @ tanh(hidden @ x)).
+    The same weights make_classification_data uses."""
     if task.kind != "teacher":
         task.fail("kind", f"got {task.kind!r}; only task.kind = 'teacher' has a teacher network")
-    return _draw_teacher(_stream(_task_seed(task, run_seed), _KIND_TAG["teacher"]), task)
+    return _draw_teacher(_stream(_task_seed(task, run_seed), _KIND_TAG["teacher"]), task,
+                         task.input_dimension(input_dim))
 
 
 def _one_hot_pairs(pairs: np.ndarray, modulus: int) -> np.ndarray:
@@ -257,9 +271,9 @@ def _one_hot_pairs(pairs: np.ndarray, modulus: int) -> np.ndarray:
     return x
 
 
-def _clean_data(task: ClassificationTask, rng: np.random.Generator):
-    """(x_train, y_train, x_test, y_test) without label noise; labels int64."""
-    d, k = task.dimension, task.n_classes
+def _clean_data(task: ClassificationTask, rng: np.random.Generator, d: int):
+    """(x_train, y_train, x_test, y_test) of inputs in R^d without label noise; labels int64."""
+    k = task.n_classes
     n_train, n_test = task.train_size, task.test_size
     if task.kind == "gaussian_mixture":
         means = _simplex_means(rng, k, d, task.separation)
@@ -268,7 +282,7 @@ def _clean_data(task: ClassificationTask, rng: np.random.Generator):
         y_test = _balanced_labels(rng, n_test, k)
         x_test = means[y_test] + rng.standard_normal((n_test, d))
     elif task.kind == "teacher":
-        hidden, readout = _draw_teacher(rng, task)  # drawn first: classification_teacher repeats this draw
+        hidden, readout = _draw_teacher(rng, task, d)  # drawn first: classification_teacher repeats this draw
         x_train = rng.standard_normal((n_train, d))
         x_test = rng.standard_normal((n_test, d))
         y_train, y_test = _teacher_labels(hidden, readout, x_train), _teacher_labels(hidden, readout, x_test)
@@ -301,11 +315,16 @@ def _clean_data(task: ClassificationTask, rng: np.random.Generator):
     return x_train, y_train, x_test, y_test
 
 
-def make_classification_data(task: ClassificationTask, run_seed: int) -> ClassificationData:
-    """Build the data of a classification task; deterministic in (task, seed), seed = task.seed or run_seed."""
+def make_classification_data(task: ClassificationTask, run_seed: int,
+                             input_dim: int | None = None) -> ClassificationData:
+    """Build the data of a classification task on inputs of dimension ``task.input_dimension(input_dim)``
+    (``input_dim``: the network's ``model.input_dim``); deterministic in (task, D, seed), seed = task.seed
+    or run_seed."""
     seed = _task_seed(task, run_seed)
     tag = _KIND_TAG[task.kind]
-    x_train, clean_labels, x_test, y_test = _clean_data(task, _stream(seed, tag))
+    d = task.input_dimension(input_dim)
+    task.check_dimension(d)
+    x_train, clean_labels, x_test, y_test = _clean_data(task, _stream(seed, tag), d)
     k, n_train = task.n_classes, task.train_size
     noisy_labels = np.array(clean_labels, dtype=np.int64)
     n_noisy = int(round(task.label_noise * n_train))
@@ -316,7 +335,6 @@ def make_classification_data(task: ClassificationTask, run_seed: int) -> Classif
         # A shift by 1..K-1 (mod K) is uniform over the K - 1 other classes and never the same class.
         shift = noise_rng.integers(1, k, n_noisy)
         noisy_labels[noisy_index] = (noisy_labels[noisy_index] + shift) % k
-    d = task.dimension
     return ClassificationData(
         x_train=np.ascontiguousarray(x_train, dtype=np.float64).reshape(n_train, d),
         y_train=np.ascontiguousarray(noisy_labels, dtype=np.float64),
