@@ -137,10 +137,13 @@ def test_activation_block_is_complete(tmp_path):
     assert text.count("| tanh |") == 1 and text.count("| linear |") == 1
     _write_and_check(script, text, tmp_path)
     tanh = tmp_path / "aging_tanh.h5"
-    windows = script.aging_windows_block(rows["tanh"][0], script.numbers_of(tanh, tmp_path / "report", (2.0, 200.0),
-                                                                            ("response", "kernel")))
+    wide = script.numbers_of(tanh, tmp_path / "report", (2.0, 200.0), ("response", "kernel"))
+    windows = script.aging_windows_block(rows["tanh"][0], wide)
     _assert_tables_complete(windows)
     assert windows.count("| response amplitude A(t) |") == 2 and windows.count("| NTK amplitude |") == 2
+    detail = script.aging_detail_block(rows["tanh"][0], wide)
+    _assert_tables_complete(detail)
+    assert detail.count("rank-one share") == 2 and detail.count("master-curve") == 2
     lazy_tables = kinds.load_config(ROOT / "data" / "configs" / "lazy_ntk.toml").to_mapping()
     lazy_tables["run"].update(replicas=3, steps=200)
     lazy_tables["model"].update(width=64)
