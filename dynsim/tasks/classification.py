@@ -46,6 +46,16 @@ kind, or the dimension a data set fixes; K = ``task.n_classes``, P = ``task.trai
 drawn uniformly among the K - 1 other classes; test labels stay clean. The noise is drawn from its own
 stream, ``SeedSequence([seed, tag, 1])``, so the same task without noise has identical inputs and
 clean labels, and ``ClassificationData.clean_train`` / ``noisy_index`` say which labels changed.
+
+``holdout`` = "validation" (unset: "test") carves a validation set out of the training data, for
+choosing hyperparameters without looking at the test set: the data are drawn exactly as for the same
+task without it (the same n_train training samples, label noise included), then the run trains on the
+first n_train - n_test of them and evaluates (``x_test`` / ``y_test``, recorded as the test
+observables) on the last n_test of them; the task's own test set is not used. So a run with
+holdout = "validation" and the same seed never sees the test set of the run without it, and its
+validation samples are training samples of that run. Needs 1 <= n_test < n_train; not for
+modular_addition (its split is train_fraction). ``train_size`` / ``test_size`` are the fitted and
+validation sizes then.
 """
 import dataclasses
 import math
@@ -65,6 +75,7 @@ TASK_KINDS = CLASSIFICATION_KINDS + DATASET_KINDS
 # one of theirs for the same seed (both modules have a 'teacher').
 _KIND_TAG = {name: 100 + i for i, name in enumerate(TASK_KINDS)}
 _LABEL_NOISE_STREAM = 1
+HOLDOUTS = ("test", "validation")
 
 _DEFAULT_INPUT_DIM = 16
 _DEFAULT_CLASSES = 4
@@ -104,6 +115,11 @@ class ClassificationTask(Section):
     modulus: int = option(23, "int", "modular_addition: the modulus p", minimum=2, maximum=1024)
     train_fraction: float = option(0.4, "float", "modular_addition: fraction of the p^2 pairs used for training, "
                                                  "in (0, 1)", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    # optional, unset = "test": configs without it keep their TOML text and digest
+    holdout: str = option(None, "str", "what the test observables are measured on: 'test' (default) the test "
+                                       "set; 'validation' the last n_test of the n_train training samples, the "
+                                       "run training on the first n_train - n_test", choices=HOLDOUTS,
+                          optional=True)
 
     @property
     def fixed_dimension(self) -> int | None:
@@ -116,6 +132,11 @@ class ClassificationTask(Section):
         if self.kind == "modular_addition":
             return 2 * self.modulus
         return None
+
+    @property
+    def validation(self) -> bool:
+        """True when the test observables are measured on a validation split of the training data."""
+        return self.holdout == "validation"
 
     def input_dimension(self, model_input_dim: int | None = None) -> int:
         """The input dimension D of this task's data for a network declaring ``model.input_dim``
@@ -155,14 +176,18 @@ class ClassificationTask(Section):
 
     @property
     def train_size(self) -> int:
-        """Training samples: n_train, or round(train_fraction * p^2) for modular_addition."""
+        """Training samples: n_train, or round(train_fraction * p^2) for modular_addition; with
+        holdout = "validation" the n_train - n_test that are fitted."""
+        if self.validation:
+            return self.n_train - self.n_test
         if self.kind == "modular_addition":
             return int(round(self.train_fraction * self.modulus ** 2))
         return self.n_train
 
     @property
     def test_size(self) -> int:
-        """Test samples: n_test, or the p^2 - train_size remaining pairs for modular_addition."""
+        """Test samples: n_test, or the p^2 - train_size remaining pairs for modular_addition (with
+        holdout = "validation": the n_test validation samples)."""
         if self.kind == "modular_addition":
             return self.modulus ** 2 - self.train_size
         return self.n_test
@@ -173,6 +198,9 @@ class ClassificationTask(Section):
         if fixed_classes is not None and self.classes is not None and self.classes != fixed_classes:
             self.fail("classes", f"got {self.classes}; task.kind = {self.kind!r} has {fixed_classes} classes: "
                                  f"leave classes unset or set it to {fixed_classes}")
+        if self.validation and self.kind == "modular_addition":
+            self.fail("holdout", "got 'validation'; modular_addition splits its pairs by train_fraction: "
+                                 "remove holdout or set it to 'test'")
         if self.label_noise >= 1.0:
             self.fail("label_noise", f"got {self.label_noise}; must be < 1 (a fraction of the training labels "
                                      "to replace; 1 would leave no clean label)")
@@ -185,7 +213,14 @@ class ClassificationTask(Section):
                                             f"{self.modulus ** 2} pairs for training; training and test sets "
                                             "both need at least one pair: move train_fraction towards 0.5 or "
                                             "raise modulus")
-        if self.kind == "digits" and self.n_train + self.n_test > DIGITS_SHAPE[0]:
+        if self.validation:
+            if not 1 <= self.n_test < self.n_train:
+                self.fail("holdout", f"got 'validation' with n_test = {self.n_test} and n_train = {self.n_train}; the "
+                                     "validation set is the last n_test of the n_train training samples: set "
+                                     "1 <= task.n_test < task.n_train")
+            if self.kind == "digits" and self.n_train > DIGITS_SHAPE[0]:
+                self.fail("n_train", f"got {self.n_train}; there are {DIGITS_SHAPE[0]} digit images: lower n_train")
+        elif self.kind == "digits" and self.n_train + self.n_test > DIGITS_SHAPE[0]:
             self.fail("n_train", f"n_train + n_test = {self.n_train} + {self.n_test} exceeds the "
                                  f"{DIGITS_SHAPE[0]} digit images: lower n_train or n_test")
         if self.kind == "mnist1d":
@@ -324,8 +359,10 @@ def make_classification_data(task: ClassificationTask, run_seed: int,
     tag = _KIND_TAG[task.kind]
     d = task.input_dimension(input_dim)
     task.check_dimension(d)
-    x_train, clean_labels, x_test, y_test = _clean_data(task, _stream(seed, tag), d)
-    k, n_train = task.n_classes, task.train_size
+    # with a validation holdout, the data of the same task without it, whose training set is split below
+    drawn = dataclasses.replace(task, holdout=None, n_test=0) if task.validation else task
+    x_train, clean_labels, x_test, y_test = _clean_data(drawn, _stream(seed, tag), d)
+    k, n_train = task.n_classes, drawn.train_size
     noisy_labels = np.array(clean_labels, dtype=np.int64)
     n_noisy = int(round(task.label_noise * n_train))
     noisy_index = np.zeros(0, dtype=np.int64)
@@ -335,6 +372,11 @@ def make_classification_data(task: ClassificationTask, run_seed: int,
         # A shift by 1..K-1 (mod K) is uniform over the K - 1 other classes and never the same class.
         shift = noise_rng.integers(1, k, n_noisy)
         noisy_labels[noisy_index] = (noisy_labels[noisy_index] + shift) % k
+    if task.validation:
+        n_fit = task.train_size
+        x_train, x_test, y_test = x_train[:n_fit], x_train[n_fit:], noisy_labels[n_fit:]
+        noisy_labels, clean_labels = noisy_labels[:n_fit], np.asarray(clean_labels)[:n_fit]
+        noisy_index, n_train = noisy_index[noisy_index < n_fit], n_fit
     return ClassificationData(
         x_train=np.ascontiguousarray(x_train, dtype=np.float64).reshape(n_train, d),
         y_train=np.ascontiguousarray(noisy_labels, dtype=np.float64),

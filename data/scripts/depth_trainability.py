@@ -1,0 +1,291 @@
+"""Trainable deep networks to depth 100 (issue 21, item 2): a learning rate tuned per depth on a
+validation split, against the fixed-eta curve, and the remedies where plain SGD trains at no eta.
+
+    python data/scripts/depth_trainability.py [--runs runs] [--results docs/results.md]
+
+For every depth in DEPTHS and every eta in ETAS, runs ``data/configs/depth_tuned_base.toml`` (relu, He
+init, width 32, digits, SGD batch 32, 4,000 steps) with ``task.holdout = "validation"`` and
+``task.n_test = 100``: it fits the first 400 of the 500 training digits and is scored on the other 100
+(the test set is never looked at), VALIDATION_REPLICAS replicas. Per depth the eta with the highest
+mean final validation accuracy (a diverged replica scores 0) is chosen and rerun on the real split
+(500 training, 1,000 test digits, 4 replicas); the fixed-eta curve is the same config at eta = 0.05,
+one of the grid's values, so that where 0.05 is chosen the two share one file. Where plain SGD trains
+at no tested eta (no eta whose validation run reaches a mean final training accuracy >= THRESHOLD) or
+the tuned rerun does not, the remedy that keeps the network an MLP is run the same way:
+``depth_tuned_tanh.toml``, tanh with sigma_w^2 = 1 and zero biases at initialisation (the critical
+point of tanh, the Gaussian version of the dynamical-isometry line), eta tuned on the same split.
+Gradient clipping is not a trainer option of dynsim (``dynsim/integrators``): not run.
+Every run file goes to ``runs/depth_tuned/`` (a complete file is kept, an interrupted one resumed, a
+diverged one kept as the result it is); the script rewrites the block between
+``<!-- depth_trainability:begin -->`` and ``<!-- depth_trainability:end -->`` of the results page.
+
+Expected from the seed before the runs (Lin et al., ../shared/papers/companions.md section B: trained
+networks up to 100 layers have an optimal depth): with its eta tuned, depths beyond 16 train at least
+partly (the fixed eta = 0.05 curve of ``deep_depth_sweep.toml`` does not train beyond ~16), and the
+tuned test accuracy has its maximum at a moderate depth (between 2 and 16), not at depth 1 nor at the
+deepest trained depth.
+
+"Trains": the mean final training accuracy over the replicas is >= THRESHOLD = 0.9, a diverged
+replica counting as 0. Plateau: the change of the training accuracy over the second half of the run
+(step 2,000 to 4,000), mean over replicas. Intervals: 95 % percentile bootstrap over replicas
+(independent initialisations and batch draws) of the mean of the replicas that did not diverge;
+differences between depths resample each depth's replicas independently.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPTHS = (1, 2, 4, 8, 16, 32, 64, 100)
+ETAS = (0.005, 0.015, 0.05, 0.15)
+FIXED_ETA = 0.05
+VALIDATION_REPLICAS = 2
+N_VALIDATION = 100
+THRESHOLD = 0.9
+FAMILIES = {"relu": "depth_tuned_base.toml", "tanh": "depth_tuned_tanh.toml"}
+LABELS = {"relu": "relu, He init", "tanh": "tanh, sigma_w^2 = 1 (remedy)"}
+BEGIN, END = "<!-- depth_trainability:begin -->", "<!-- depth_trainability:end -->"
+N_BOOT = 4000
+
+
+def variant(base: dict, *, depth: int, eta: float, validation: bool, replicas: int | None = None,
+            n_validation: int = N_VALIDATION):
+    """The base config (its tables, ``to_mapping()``) at ``depth`` and ``eta``, on the validation split
+    (the last ``n_validation`` training samples held out) or on the real one."""
+    from dynsim.kinds import config_from_mapping
+
+    tables = {name: dict(values) for name, values in base.items()}
+    tables["model"]["depth"] = int(depth)
+    tables["training"]["eta"] = float(eta)
+    if replicas is not None:
+        tables["run"]["replicas"] = int(replicas)
+    if validation:
+        tables["task"].update(holdout="validation", n_test=int(n_validation))
+    return config_from_mapping(tables)
+
+
+def ensure(config, path) -> Path:
+    """``kinds.ensure_run``, keeping a diverged run (some replicas frozen: on_divergence = 'freeze') as
+    the result it is instead of refusing it."""
+    from dynsim.config import results_digest
+    from dynsim.kinds import ensure_run, kind_of_file
+    from dynsim.spec import ConfigError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        kind = kind_of_file(path)
+        if (kind.status(path) == "diverged"
+                and results_digest(kind.parse_config(kind.config_text(path), str(path))) == results_digest(config)):
+            return path
+    try:
+        return ensure_run(config, path)
+    except ConfigError:
+        if path.exists() and kind_of_file(path).status(path) == "diverged":
+            return path
+        raise
+
+
+def read_run(path) -> dict:
+    """Per replica: final training and test (or validation) accuracy, the training accuracy at the
+    record nearest half the steps, and whether the replica diverged (NaN records from there on)."""
+    from dynsim.store import RunReader
+
+    with RunReader(path) as rd:
+        steps = rd.steps
+        train, test = rd.observable("accuracy_train"), rd.observable("accuracy_test")
+        failed = np.asarray(rd.file["status/replica_failed_step"][()])
+    half = int(np.argmin(np.abs(steps - steps[-1] / 2)))
+    diverged = (failed >= 0) | ~np.isfinite(train[-1]) | ~np.isfinite(test[-1])
+    return dict(train=np.where(diverged, np.nan, train[-1]), test=np.where(diverged, np.nan, test[-1]),
+                train_half=np.where(diverged, np.nan, train[half]), diverged=diverged)
+
+
+def _scored(values) -> float:
+    """Mean over replicas with a diverged replica (NaN) counted as 0."""
+    return float(np.mean(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)))
+
+
+def trains(run: dict, threshold: float = THRESHOLD) -> bool:
+    return _scored(run["train"]) >= threshold
+
+
+def run_path(runs: Path, family: str, depth: int, eta: float, validation: bool) -> Path:
+    return Path(runs) / "depth_tuned" / f"{family}_d{depth:03d}_eta{eta:g}_{'val' if validation else 'test'}.h5"
+
+
+def tune(base: dict, family: str, depths, etas, runs, *, validation_replicas=VALIDATION_REPLICAS,
+         final_replicas=None, n_validation=N_VALIDATION, fixed_eta=None, log=print) -> dict:
+    """Per depth: the validation runs of every eta, the chosen eta, its rerun on the real split, and
+    (``fixed_eta``) the run at that eta on the real split. ``final_replicas``: the base config's if None."""
+    import time
+
+    out = {}
+    for depth in depths:
+        started = time.process_time()
+        validation = {}
+        for eta in etas:
+            cfg = variant(base, depth=depth, eta=eta, validation=True, replicas=validation_replicas,
+                          n_validation=n_validation)
+            validation[eta] = read_run(ensure(cfg, run_path(runs, family, depth, eta, True)))
+        # best mean validation accuracy, a diverged replica scoring 0; a tie goes to the smaller eta
+        chosen = max(etas, key=lambda e: (_scored(validation[e]["test"]), -e))
+        row = dict(validation=validation, eta=chosen,
+                   trains_any=any(trains(v) for v in validation.values()))
+        for name, eta in (("tuned", chosen), ("fixed", fixed_eta)):
+            if eta is None:
+                continue
+            cfg = variant(base, depth=depth, eta=eta, validation=False, replicas=final_replicas)
+            row[name] = read_run(ensure(cfg, run_path(runs, family, depth, eta, False)))
+        out[depth] = row
+        log(f"{family} depth {depth}: eta {chosen:g}, validation "
+            + ", ".join(f"{e:g}: {_scored(v['test']):.3f}" for e, v in validation.items())
+            + f"; tuned train {_scored(row['tuned']['train']):.3f} test {np.nanmean(row['tuned']['test']):.3f}"
+            + f" ({time.process_time() - started:.0f} CPU-s)")
+    return out
+
+
+def remedy_depths(relu: dict) -> list[int]:
+    """Depths where plain SGD trains at no tested eta, or its tuned rerun does not train."""
+    return [d for d, row in relu.items() if not row["trains_any"] or not trains(row["tuned"])]
+
+
+def interval(values, seed=0):
+    """Mean of the finite values and its 95 % percentile bootstrap interval (NaN, NaN with < 2 values)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.nan, np.nan, np.nan
+    if v.size == 1:
+        return float(v[0]), np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, (N_BOOT, v.size))].mean(axis=1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def difference(a, b, seed=0):
+    """mean(a) - mean(b) over finite replicas, bootstrap resampling a's and b's replicas independently."""
+    a, b = (np.asarray(v, dtype=float) for v in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    rng = np.random.default_rng(seed)
+    boot = (a[rng.integers(0, a.size, (N_BOOT, a.size))].mean(axis=1)
+            - b[rng.integers(0, b.size, (N_BOOT, b.size))].mean(axis=1))
+    return float(a.mean() - b.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def best_depth(rows: dict, key: str = "tuned") -> int:
+    """The depth of the highest mean test accuracy among the depths whose ``key`` run trains."""
+    trained = [d for d, row in rows.items() if key in row and trains(row[key])]
+    return max(trained, key=lambda d: np.nanmean(rows[d][key]["test"])) if trained else None
+
+
+def _cell(t):
+    mean, low, high = t
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:.3f}" if not np.isfinite(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _run_cells(run: dict) -> str:
+    n, bad = run["train"].size, int(run["diverged"].sum())
+    ok = int(np.sum(np.nan_to_num(run["train"], nan=0.0) >= THRESHOLD))
+    plateau = np.nanmean(run["train"] - run["train_half"]) if bad < n else np.nan
+    return (f"{_cell(interval(run['train']))} | {_cell(interval(run['test']))} | "
+            f"{'yes' if trains(run) else 'no'} ({ok}/{n}{f', {bad} diverged' if bad else ''}) | "
+            + (f"{plateau:+.3f}" if np.isfinite(plateau) else "-"))
+
+
+def _validation_cell(row: dict) -> str:
+    return ", ".join(("**" if eta == row["eta"] else "") + f"{_scored(v['test']):.2f}" + ("**" if eta == row["eta"]
+                                                                                            else "")
+                     for eta, v in row["validation"].items())
+
+
+def markdown(results: dict, *, etas=ETAS, fixed_eta=FIXED_ETA, source="runs/depth_tuned/") -> str:
+    relu = results["relu"]
+    depths = list(relu)
+    first = relu[depths[0]]
+    n_val, n_final = first["validation"][etas[0]]["train"].size, first["tuned"]["train"].size
+    lines = [BEGIN, "", f"Generated by `python data/scripts/depth_trainability.py` from `{source}`: relu MLPs of width "
+             "32 (He init, biases) on the digits, SGD batch 32, 4,000 steps (256 epochs). The learning rate is "
+             f"chosen per depth from eta in {{{', '.join(f'{e:g}' for e in etas)}}} by the final accuracy on a "
+             "validation split carved out of the training data (`task.holdout = \"validation\"`: fit on 400 of the "
+             f"500 training digits, score on the other 100; {n_val} replicas per eta, a diverged replica scoring 0), "
+             f"then rerun on the real split (500 training, 1,000 test digits, {n_final} replicas). Accuracies: mean "
+             "[95% bootstrap interval over the replicas that did not diverge] at the end. **Trains**: mean final "
+             f"training accuracy >= {THRESHOLD:g} (a diverged replica counting as 0; in brackets the replicas "
+             "reaching it). **Plateau**: training accuracy at the end minus at step 2,000 (near 0: it has "
+             "plateaued).", "",
+             f"| depth | validation acc. at eta = {' / '.join(f'{e:g}' for e in etas)} (chosen in bold) | chosen eta | "
+             "tuned: train acc. | tuned: test acc. | tuned: trains | tuned: plateau | "
+             f"eta = {fixed_eta:g}: train acc. | eta = {fixed_eta:g}: test acc. | eta = {fixed_eta:g}: trains | "
+             f"eta = {fixed_eta:g}: plateau |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for depth, row in relu.items():
+        lines.append(f"| {depth} | {_validation_cell(row)} | {row['eta']:g} | {_run_cells(row['tuned'])} | "
+                     f"{_run_cells(row['fixed'])} |")
+    tuned_ok = [d for d, r in relu.items() if trains(r["tuned"])]
+    fixed_ok = [d for d, r in relu.items() if trains(r["fixed"])]
+    no_eta = [d for d, r in relu.items() if not r["trains_any"]]
+    lines += ["", f"- Depths that train, tuned eta: {', '.join(map(str, tuned_ok)) or 'none'}; at eta = "
+                  f"{fixed_eta:g}: {', '.join(map(str, fixed_ok)) or 'none'}; at no tested eta (validation runs): "
+                  f"{', '.join(map(str, no_eta)) or 'none'}."]
+    lines += _optimum_lines(relu, "relu, tuned eta")
+    remedy = results.get("tanh") or {}
+    if remedy:
+        lines += ["", f"**Remedy** at the depths where relu does not train: `depth_tuned_tanh.toml`, tanh with W ~ "
+                      "N(0, 1/fan_in) and zero biases at initialisation (sigma_w^2 = 1, sigma_b^2 = 0: the critical "
+                      "point of tanh; Gaussian, so not the orthogonal dynamical isometry), eta tuned the same way.", "",
+                  f"| depth | validation acc. at eta = {' / '.join(f'{e:g}' for e in etas)} | chosen eta | "
+                  "train acc. | test acc. | trains | plateau |", "|---|---|---|---|---|---|---|"]
+        for depth, row in remedy.items():
+            lines.append(f"| {depth} | {_validation_cell(row)} | {row['eta']:g} | {_run_cells(row['tuned'])} |")
+        remedy_ok = [d for d, r in remedy.items() if trains(r["tuned"])]
+        lines += ["", f"- Depths the remedy trains: {', '.join(map(str, remedy_ok)) or 'none'} (of "
+                      f"{', '.join(map(str, remedy))})."]
+    lines += ["- Gradient clipping: not run; dynsim's trainers (`dynsim/integrators`) have no clipping option, and "
+              "adding one to the compiled kernels was out of this item's scope.", "", END]
+    return "\n".join(lines)
+
+
+def _optimum_lines(rows: dict, label: str) -> list[str]:
+    best = best_depth(rows)
+    if best is None:
+        return [f"- {label}: no depth trains."]
+    out = [f"- {label}: the depth of the highest test accuracy among the trained depths is **{best}** "
+           f"({_cell(interval(rows[best]['tuned']['test']))})."]
+    for other in (min(rows), max(d for d in rows if trains(rows[d]["tuned"]))):
+        if other != best:
+            diff = difference(rows[best]["tuned"]["test"], rows[other]["tuned"]["test"])
+            out.append(f"  Depth {best} minus depth {other}: {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}].")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from dynsim.kinds import load_config
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    bases = {name: load_config(ROOT / "data" / "configs" / file).to_mapping() for name, file in FAMILIES.items()}
+    results = {"relu": tune(bases["relu"], "relu", DEPTHS, ETAS, args.runs, fixed_eta=FIXED_ETA, log=log)}
+    failing = remedy_depths(results["relu"])
+    if failing:
+        results["tanh"] = tune(bases["tanh"], "tanh", failing, ETAS, args.runs, log=log)
+    text = markdown(results)
+    from analysis.blocks import replace_block
+
+    replace_block(args.results, "depth_trainability", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
