@@ -133,7 +133,10 @@ def transfer_section(path, out_dir, plt, *, max_inputs: int = 256) -> tuple[list
     res = analyse_transfer(model, params, x, y, threshold)
     stem = Path(path).stem
     e = res.reference
-    numbers = {"eps_l2": res.eps_l2, "reference": e}
+    numbers = {"eps_l2": res.eps_l2, "reference": e,
+               # the R x R matrices and the per-target controls at eps*, for intervals over replicas
+               "matrices_at_reference": {name: rates[e] for name, rates in res.rates.items()},
+               "control_at_reference": {norm: control[e] for norm, control in res.control.items()}}
     lines = [f"## {stem}: adversarial transfer between {params.shape[0]} replicas", "",
              f"{len(x)} test inputs; budgets eps (L2) {res.eps_l2[0]:g}..{res.eps_l2[-1]:g}, L_inf budgets eps/sqrt(D); "
              f"PGD: 10 steps of {_STEP_FRACTION} eps. Rates among the inputs the target replica classifies correctly.",

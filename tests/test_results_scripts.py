@@ -29,8 +29,9 @@ def _assert_tables_complete(text: str):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if set("".join(cells)) <= set("-"):
             continue  # the separator row
-        if width is None or cells[0] in ("law", "run", "family", "attack", "predictor", "pair (first minus second)",
-                                         "source \\ target"):
+        if width is None or cells[0].startswith("attack") or cells[0] in (
+                "law", "run", "family", "predictor", "pair (first minus second)", "source \\ target", "pair quantity",
+                "step"):
             width = len(cells)  # a header starts a table
         assert len(cells) == width, line
         for cell in cells:
@@ -197,3 +198,34 @@ def test_ensure_run_keeps_resumes_runs_and_refuses_another_config(tmp_path, monk
     other = kinds.config_from_mapping(dict(tables, run=dict(seed=2, replicas=2, steps=400)))
     with pytest.raises(ConfigError, match="another config"):
         kinds.ensure_run(other, path)
+
+
+def test_transfer_rates_bootstrap_excludes_self_pairs():
+    """A matrix with white-box rate 1 on the diagonal and transfer 0.5 off it, control 0.1: every resample
+    of replicas must give exactly these rates (a resample that drew a replica twice and counted the pair
+    of its two copies as transfer would give a transfer rate above 0.5), so each interval is the point."""
+    script = _script("transfer_replicas")
+    matrix = np.full((7, 7), 0.5) + 0.5 * np.eye(7)
+    rates = script.rates_with_intervals(matrix, np.full(7, 0.1), n_boot=300)
+    for name, value in (("white", 1.0), ("transfer", 0.5), ("control", 0.1), ("transfer_over_white", 0.5),
+                        ("transfer_over_control", 5.0)):
+        np.testing.assert_allclose(rates[name], value, rtol=1e-12)
+    # with structure, the interval brackets the full-sample value
+    rng = np.random.default_rng(5)
+    noisy = np.clip(matrix + 0.1 * rng.standard_normal((7, 7)), 0, 1)
+    value, low, high = script.rates_with_intervals(noisy, np.full(7, 0.1), n_boot=300)["transfer"]
+    assert value == pytest.approx(noisy[~np.eye(7, dtype=bool)].mean()) and low < value < high
+
+
+def test_transfer_replicas_block_is_complete(tmp_path):
+    script = _script("transfer_replicas")
+    path = _run(dict(run=dict(seed=4, replicas=6, steps=1500),
+                     model=dict(input_dim=6, width=16, activation="tanh", bias_std=0.5),
+                     task=dict(kind="teacher_sign", n_train=96, n_test=64, teacher_width=6, n_probes=4, n_sources=2),
+                     training=dict(method="sgd", eta=0.1, batch_size=8, loss="cross_entropy"),
+                     record=dict(n_records=6, two_time_waits=2, two_time_lags=2,
+                                 observables=["loss_train", "accuracy_test"])), tmp_path / "ens.h5")
+    text = script.markdown(script.transfer_numbers(path, tmp_path / "report"), script.run_end(path))
+    _assert_tables_complete(text)
+    assert text.count("| PGD L2 |") == 1 and text.count("| input-gradient cosine |") == 1
+    _write_and_check(script, text, tmp_path)
