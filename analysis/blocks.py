@@ -1,6 +1,13 @@
 """Blocks of a results page that code writes: the text between ``<!-- NAME:begin -->`` and
-``<!-- NAME:end -->`` is replaced, the rest of the page kept as it is (docs/results.md)."""
+``<!-- NAME:end -->`` is replaced, the rest of the page kept as it is (docs/results.md).
+
+The scripts under ``data/scripts/`` that write them share the rest here too: their command line
+(``results_arguments``), writing their blocks (``write_blocks``) and the interval every number of the
+page carries (``bootstrap_mean``)."""
+import argparse
 from pathlib import Path
+
+import numpy as np
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -16,3 +23,33 @@ def replace_block(page, name: str, block: str) -> None:
     if begin not in text or end not in text:
         raise ValueError(f"{page} has no {begin} ... {end} markers to write between")
     page.write_text(text[:text.index(begin)] + block + text[text.index(end) + len(end):])
+
+
+def write_blocks(page, blocks: dict) -> None:
+    """``replace_block`` for every {name: block}, each printed as it is written."""
+    for name, block in blocks.items():
+        replace_block(page, name, block)
+        print(block)
+
+
+def results_arguments(doc: str, root: Path, argv=None) -> argparse.Namespace:
+    """The command line every results script takes: ``--runs`` (where its run files are kept; created)
+    and ``--results`` (the page), both relative to the project ``root`` by default."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", default=str(root / "runs"), help="folder of the run files (default: runs/)")
+    parser.add_argument("--results", default=str(root / "docs" / "results.md"), help="the page to write")
+    args = parser.parse_args(argv)
+    args.runs = Path(args.runs)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def bootstrap_mean(values, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite values: the mean and its 95 % percentile bootstrap interval (NaN
+    for all three when no value is finite)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (float("nan"),) * 3
+    means = v[np.random.default_rng(seed).integers(0, v.size, (n_boot, v.size))].mean(axis=1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
