@@ -2,6 +2,7 @@
 numbers of the deep report sections on real (tiny) deep-MLP runs and a merged sweep, each checked
 against a NumPy recomputation from the arrays read back with ``RunReader``."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from analysis.sections import plan_report
 from dynsim.kinds import make_runner, parse_config
 from dynsim.store import RunReader, StoreError
 from dynsim.sweep import load_sweep, merge, sweep_points
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to run in about a second each once the deep kernels are compiled; the separation of
 # the run's Gaussian clusters makes train and test accuracy both pass 0.85 within 200 steps, and the
@@ -252,6 +255,34 @@ def test_deep_sweep_numbers_match_numpy(deep_files, tmp_path):
     text = "\n".join(lines)
     assert f"best model.width = {per['best']}" in text
     assert (tmp_path / "sweep_deep_model_width.png").exists() and "(sweep_deep_model_width.png)" in text
+
+
+def test_deep_sweeps_results_block_matches_the_files(deep_files):
+    """data/scripts/deep_sweeps.py (results as code for section 8's sweeps): every point's mean equals the
+    replicas' values read with h5py, its bootstrap interval brackets the mean, and the block is complete."""
+    import importlib.util
+
+    import h5py
+
+    spec = importlib.util.spec_from_file_location("deep_sweeps", ROOT / "data" / "scripts" / "deep_sweeps.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, merged = deep_files
+    rows, failures = script.sweep_rows(merged, "model.width")
+    assert len(rows) == 6 and failures == [] and [r["value"] for r in rows] == sorted(r["value"] for r in rows)
+    with h5py.File(merged, "r") as f:
+        by_width = {}
+        for group, values in sweep_points(merged):
+            by_width.setdefault(values["model.width"], []).append(f[f"{group}/observables/accuracy_test"][-1])
+    for row in rows:
+        means = [np.mean(a) for a in by_width[row["value"]]]
+        mean, low, high = row["accuracy_test"]
+        assert any(mean == pytest.approx(m, abs=1e-15) for m in means) and low <= mean <= high
+    text = script.markdown("width_sweep", rows, failures, "model.width", "sweep.h5")
+    assert text.startswith("<!-- width_sweep:begin -->") and text.rstrip().endswith("<!-- width_sweep:end -->")
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 6 and all(line.count("|") == table[0].count("|") for line in table)
+    assert "nan" not in text.lower() and "highest mean test accuracy at width" in text
 
 
 def test_write_report_dispatches_deep_runs_and_sweeps(deep_files, tmp_path):
