@@ -55,7 +55,7 @@ def test_test_loss_peaks_at_the_interpolation_threshold_and_descends_again(tmp_p
     assert r["threshold"] is not None and r["threshold"] > WIDTHS[0]
     k = r["k_star"]
     loss = r["loss_test"]
-    excess, low, high, bottom = r["loss_test_excess"]
+    excess, low, high, bottom = r["loss_test_excess"][:4]
     assert np.isclose(excess, loss[k] - loss[:k].min()) and low <= excess <= high
     assert loss[k] > loss[:k].min()  # set after looking (the stated 10 % margin failed: +2.7 %)
     assert loss[-1] <= 0.90 * loss[k]
