@@ -109,7 +109,10 @@ def measure(decay: dict, control: dict) -> dict:
 def _cell(t, digits=3):
     if not np.isfinite(t[0]):
         return "n/a"
-    return f"{t[0]:.{digits}g} [{t[1]:.{digits}g}, {t[2]:.{digits}g}]"
+
+    def fmt(x):
+        return f"{x:.0f}" if abs(x) >= 100 else f"{x:.{digits}g}"
+    return f"{fmt(t[0])} [{fmt(t[1])}, {fmt(t[2])}]"
 
 
 def _change(before, at):
