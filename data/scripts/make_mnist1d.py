@@ -14,6 +14,7 @@ file this script writes with h5py. The file's sha256 of the x / y arrays is stor
 attributes, so a regeneration can be compared with the shipped one.
 """
 import hashlib
+import importlib.util
 import json
 import sys
 import types
@@ -34,9 +35,7 @@ def _digest(*arrays) -> str:
 
 
 def main() -> None:
-    try:
-        import requests  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("requests") is None:
         sys.modules["requests"] = types.ModuleType("requests")  # the download path only; never called here
     from mnist1d.data import get_dataset_args, make_dataset
 
