@@ -1,0 +1,96 @@
+"""The results scripts of sections 5 and 7 (data/scripts/chain_results.py, saturation_results.py): each
+writes complete tables from small run files made here (every row as long as its table's header, no
+empty, NaN or infinite cell), its blocks land between their markers, and one number of each is checked
+against a reference that does not go through the script."""
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynsim import kinds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assert_tables_complete(text: str):
+    """A table's header is the row above its separator row; every row has the header's width."""
+    lines = text.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert rows, "no table written"
+    width = None
+    for i in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[i].strip().strip("|"))]  # "\|" is a pipe in a cell
+        if set("".join(cells)) <= set("-"):
+            continue
+        if i + 1 < len(lines) and set(lines[i + 1].replace("|", "")) <= set("-") and lines[i + 1].startswith("|"):
+            width = len(cells)  # a header
+        assert len(cells) == width, lines[i]
+        for cell in cells:
+            assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), lines[i]
+
+
+def _write_and_check(text, begin, end, tmp_path, name):
+    from analysis.blocks import replace_block
+
+    page = tmp_path / "results.md"
+    page.write_text(f"before\n{begin}\nold\n{end}\nafter\n")
+    replace_block(page, name, text)
+    new = page.read_text()
+    assert new.startswith("before\n") and new.endswith("\nafter\n") and "old" not in new
+    assert new.count(begin) == 1 and new.count(end) == 1
+
+
+def _run(tables, path):
+    assert kinds.run(kinds.config_from_mapping(tables), path, progress=False).ok
+    return path
+
+
+def _chain(path, inputs, **model):
+    base = dict(kind="maxnorm_chain", width=20, candidates=200, depth=8, selection="magnitude", layer_output="linear")
+    base.update(model)
+    return _run(dict(run=dict(seed=4, replicas=24), model=base, inputs=inputs, wormhole=dict(alpha=1e4)), path)
+
+
+def test_chain_block_is_complete_and_its_gain_matches_the_exact_expectation(tmp_path, monkeypatch):
+    script = _script("chain_results")
+    monkeypatch.setattr(script, "N_BOOT", 200)
+    monkeypatch.setattr(script, "N_BOOT_RECOMPUTE", 40)
+    gaussian = dict(source="gaussian", n_test=100, n_noise=40)
+    paths = {"collapse": _chain(tmp_path / "collapse.h5", gaussian),
+             "signed": _chain(tmp_path / "signed.h5", gaussian, selection="negative"),
+             "relu": _chain(tmp_path / "relu.h5", gaussian, layer_output="relu"),
+             "digits": _chain(tmp_path / "digits.h5", dict(source="digits", n_test=40, negatives=True, n_noise=20),
+                              width=64, candidates=400),
+             "relu_readout": _chain(tmp_path / "relu_readout.h5", gaussian, layer_output="relu_readout")}
+    results = {name: script.measure_chain(path) for name, path in paths.items()}
+    text = script.markdown(results)
+    _assert_tables_complete(text)
+    assert text.count("| collapse") == 4 and "Flip-label" in text and "near 1/4" in text and "theta* = k/n" in text
+    _write_and_check(text, script.BEGIN, script.END, tmp_path, "chain")
+
+    # the squared gain of the collapse chain against dynsim.theory.chain's exact order-statistic mean,
+    # from the file's gains directly: 24 chains x 8 layers of independent draws, within 4 s.e.
+    from dynsim.store import ChainReader
+    from dynsim.theory.chain import expected_squared_gain
+
+    with ChainReader(paths["collapse"]) as rd:
+        s = np.exp(2.0 * rd.train_log_gain()[1:]).ravel()
+    gain = results["collapse"]["squared_gain"]
+    assert gain["mean"] == pytest.approx(s.mean(), rel=1e-12)
+    assert abs(s.mean() - expected_squared_gain(20, 200, "magnitude")) < 4 * s.std(ddof=1) / np.sqrt(s.size)
+    assert gain["interval"][0] < gain["mean"] < gain["interval"][1]
+    # at the input, |cos| of two independent Gaussian directions in R^k has mean
+    # Gamma(k/2) / (sqrt(pi) Gamma((k+1)/2)) (0.178 at k = 20); 100 probes: s.e. ~0.013, 4 s.e. allowed
+    from scipy.special import gammaln
+
+    expected = np.exp(gammaln(10) - gammaln(10.5)) / np.sqrt(np.pi)
+    assert abs(results["collapse"]["groups"]["data"]["mean_abs_cos"][0] - expected) < 0.055
