@@ -78,6 +78,32 @@ def exact_late_response(model, params, x_new, y_new, eta, loss) -> np.ndarray:
     return out
 
 
+def late_response_quarters(reader) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(t_w [wait], first-order |R| [wait, replica, sample], final f [replica, sample], quarter [sample]) of a
+    run that kept theta(t_w): the late-sample response of ``plasticity_section`` on the run's test inputs,
+    the samples in quarters (0..3) of their final |f| averaged over replicas, as that section groups them."""
+    config = stored_config(reader)
+    data = reader.data()
+    waits = reader.two_time_axes()["t_w_time"]
+    eta = float(reader.training_attrs["eta"])
+    results = [late_sample_response(config.model, np.asarray(th, dtype=np.float64), data.x_test, data.y_test, eta,
+                                    config.training.loss) for th in reader.dataset("two_time/theta_w")]
+    amp = np.array([r[1] for r in results])
+    saturation = np.abs(results[-1][0]).mean(axis=0)
+    quarter = np.minimum(3, (4 * np.argsort(np.argsort(saturation))) // len(saturation))
+    return waits, amp, results[-1][0], quarter
+
+
+def late_slope(waits: np.ndarray, amplitude: np.ndarray, last: int = 4) -> float:
+    """Log-log slope of ``amplitude`` [wait] over the last ``last`` waiting times (those above 0), as
+    ``plasticity_section`` fits it; NaN with fewer than two."""
+    late = amplitude[-last:] if len(amplitude) >= last else amplitude
+    ok = late > 0
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(waits[-len(late):][ok]), np.log(late[ok]), 1)[0])
+
+
 def plasticity_section(reader, stem, out_dir, plt) -> tuple[list[str], dict, list[str]]:
     """Report lines, numbers and figures: boundary motion (D = 1) and the late-sample response."""
     config = stored_config(reader)

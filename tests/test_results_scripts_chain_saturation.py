@@ -94,3 +94,57 @@ def test_chain_block_is_complete_and_its_gain_matches_the_exact_expectation(tmp_
 
     expected = np.exp(gammaln(10) - gammaln(10.5)) / np.sqrt(np.pi)
     assert abs(results["collapse"]["groups"]["data"]["mean_abs_cos"][0] - expected) < 0.055
+
+
+def _encoding_tables(seed, steps, replicas, loss, model, task, record):
+    return dict(run=dict(seed=seed, replicas=replicas, steps=steps),
+                model=dict(input_dim=1, width=16, activation="tanh", scaling="standard", bias_std=1.0, **model),
+                task=dict(kind="encoding", **task), training=dict(method="gd", eta=0.5, loss=loss), record=record)
+
+
+def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_path, monkeypatch):
+    script = _script("saturation_results")
+    monkeypatch.setattr(script, "N_BOOT", 200)
+    record = dict(n_records=40, observables=["loss_train", "accuracy_train", "ntk", "output"])
+    saturation = {}
+    for loss in ("sigmoid_squared", "cross_entropy"):
+        for p in (1, 4):
+            path = _run(_encoding_tables(1, 20_000, 6, loss, {}, dict(n_train=p, n_probes=p, n_sources=1, n_test=0,
+                                                                         boundary=0.3), record),
+                        tmp_path / f"sat_{loss}_{p}.h5")
+            saturation[f"{loss}_p{p}"] = script.measure_saturation(path)
+    text = script.saturation_markdown(saturation)
+    _assert_tables_complete(text)
+    _write_and_check(text, *script._markers("saturation"), tmp_path, "saturation")
+    # one sample, squared error: in kernel time the error decays as the exact constant-kernel flow
+    # (exact for one sample under gradient flow); at 2e4 steps and 6 replicas within 0.02 of its slope
+    f = saturation["sigmoid_squared_p1"]["fits"]["error"]
+    assert abs(f["kernel"].exponent - f["flow"]) < 0.02
+
+    plasticity = _run(_encoding_tables(2, 30_000, 8, "sigmoid_squared", {},
+                                       dict(n_train=16, n_test=16, n_probes=64, n_sources=2, boundary=0.5),
+                                       dict(n_records=40, two_time_waits=5, two_time_lags=2,
+                                            observables=["loss_train", "accuracy_train", "ntk", "output"])),
+                      tmp_path / "plasticity.h5")
+    measured = script.measure_plasticity(plasticity)
+    text = script.plasticity_markdown(measured)
+    _assert_tables_complete(text)
+    _write_and_check(text, *script._markers("plasticity"), tmp_path, "plasticity")
+    # the boundary converges to the task's edge (0.5; the training grid's spacing is 1/16)
+    assert abs(np.nanmean(measured["final"]) - 0.5) < 1 / 32
+
+    observables = ["loss_train", "accuracy_train", "output"]
+    m4 = {loss: script.measure_encoding(_run(_encoding_tables(3, 20_000, 4, loss, dict(outputs=4, weight_std=4.0),
+                                                              dict(n_train=32, n_test=0, n_probes=64, n_sources=4),
+                                                              dict(n_records=30, observables=observables)),
+                                             tmp_path / f"m4_{loss}.h5"))
+          for loss in script.ENCODING_RUNS}
+    two_d = script.measure_encoding(_run(
+        dict(run=dict(seed=3, replicas=3, steps=3000),
+             model=dict(input_dim=2, width=16, activation="tanh", bias_std=1.0, weight_std=4.0, outputs=4),
+             task=dict(kind="encoding", n_train=32, n_test=32, n_probes=64, n_sources=4, probe_grid=True),
+             training=dict(method="gd", eta=0.5, loss="cross_entropy"),
+             record=dict(n_records=10, observables=observables + ["accuracy_test"])), tmp_path / "m4_2d.h5"))
+    text = script.encoding_markdown(m4, two_d)
+    _assert_tables_complete(text)
+    _write_and_check(text, *script._markers("encoding_m4"), tmp_path, "encoding_m4")
