@@ -1,7 +1,8 @@
-"""The results scripts of sections 5 and 7 (data/scripts/chain_results.py, saturation_results.py): each
-writes complete tables from small run files made here (every row as long as its table's header, no
-empty, NaN or infinite cell), its blocks land between their markers, and one number of each is checked
-against a reference that does not go through the script."""
+"""The results scripts of sections 5, 7 and the SDE trainer (data/scripts/chain_results.py,
+saturation_results.py, sde_orders.py): each writes complete tables from small run files made here (the
+SDE orders: from few paths), every row as long as its table's header, no empty, NaN or infinite cell;
+its blocks land between their markers, and one number of each is checked against a reference that does
+not go through the script."""
 import importlib.util
 import re
 from pathlib import Path
@@ -148,3 +149,22 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
     text = script.encoding_markdown(m4, two_d)
     _assert_tables_complete(text)
     _write_and_check(text, *script._markers("encoding_m4"), tmp_path, "encoding_m4")
+
+
+def test_sde_block_is_complete_and_the_noiseless_orders_are_the_schemes(tmp_path, monkeypatch):
+    script = _script("sde_orders")
+    for name, value in (("PATHS", 400), ("CHUNK", 150), ("WEAK_PATHS", 20_000), ("N_BOOT", 100)):
+        monkeypatch.setattr(script, name, value)
+    measured = script.measure()
+    text = script.markdown(measured)
+    _assert_tables_complete(text)
+    assert measured["paths"] == 400 and text.count("| Euler-Maruyama") == 2
+    _write_and_check(text, script.BEGIN, script.END, tmp_path, "sde")
+    # without noise the error against the exact e^{-1} falls as dt^order: 1, 2, 4 within 0.1
+    # (measured 1.02, 2.04, 4.04 over dt = 1/8 ... 1/64)
+    for name, order in (("euler_maruyama", 1.0), ("heun", 2.0), ("rk4", 4.0)):
+        assert abs(measured["deterministic"][name] - order) < 0.1
+    # 400 paths in chunks of 150 are the first 400 of the full run's stream: OU strong orders near 1
+    for key in ("ou_em_strong", "ou_heun_strong"):
+        slope, low, high = measured[key]
+        assert low <= slope <= high and abs(slope - 1.0) < 0.15
