@@ -67,7 +67,8 @@ def markdown(name, rows, failures, axis, source) -> str:
                                        + [_cell(row[c], d) for c, _, d in COLUMNS]) + " |")
     lines.append("")
     for point, values, code, message in failures:
-        lines.append(f"- not included: {axis} = {values.get(axis)} ({point}): {code}: {message}")
+        said = message if message.startswith(code) else f"{code}: {message}"
+        lines.append(f"- not included: {axis} = {values.get(axis)} ({point}): {said}")
     best = max(rows, key=lambda r: r["accuracy_test"][0])
     overlapping = [r["value"] for r in rows if r is not best and r["accuracy_test"][2] >= best["accuracy_test"][1]]
     lines.append(f"- highest mean test accuracy at {label} = {best['value']:g}: {_cell(best['accuracy_test'], 3)}; "
