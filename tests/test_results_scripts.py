@@ -200,6 +200,22 @@ def test_ensure_run_keeps_resumes_runs_and_refuses_another_config(tmp_path, monk
         kinds.ensure_run(other, path)
 
 
+def test_ensure_run_keeps_a_chain_file_and_refuses_another_config(tmp_path):
+    """The block-wise kind through the same run-or-keep: a kept chain file is read through the kind's
+    contract (its config text and tables), not a time-stepped kind's parse_config."""
+    from dynsim.spec import ConfigError
+
+    tables = dict(run=dict(seed=3, replicas=4), model=dict(kind="maxnorm_chain", width=4, candidates=6, depth=2),
+                  inputs=dict(source="gaussian", n_test=2))
+    config = kinds.config_from_mapping(tables)
+    path = tmp_path / "chain.h5"
+    assert kinds.ensure_run(config, path) == path
+    stamp = path.stat().st_mtime_ns
+    assert kinds.ensure_run(config, path) == path and path.stat().st_mtime_ns == stamp  # kept as it is
+    with pytest.raises(ConfigError, match="another config"):
+        kinds.ensure_run(kinds.config_from_mapping(dict(tables, run=dict(seed=4))), path)
+
+
 def test_transfer_rates_bootstrap_excludes_self_pairs():
     """A matrix with white-box rate 1 on the diagonal and transfer 0.5 off it, control 0.1: every resample
     of replicas must give exactly these rates (a resample that drew a replica twice and counted the pair

@@ -16,7 +16,6 @@ per-chain values (every chain has the same probes, so their mean is the pooled o
 decidabilities, shares and fits are recomputed on each resample of the chains (fewer resamples: they
 cost a pass over all pairs each). The exact E[S] and sqrt((k - 1) / E[S]) are exact and have none.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -250,46 +249,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def ensure_chain_run(config_path, path):
-    """``dynsim.kinds.ensure_run`` for a chain file. ensure_run reads a kept file's config through
-    ``kind.parse_config``, which the maxnorm_chain kind does not have (AttributeError, 2026-12-07), so a
-    kept or interrupted file is checked here through the registry's ``kinds.parse_config`` (the same
-    digest comparison: a file of another config is refused); a missing one goes to ensure_run."""
-    from dynsim import kinds
-    from dynsim.config import results_digest
-    from dynsim.spec import ConfigError
-
-    path = Path(path)
-    if not path.exists():
-        return kinds.ensure_run(config_path, path)
-    config = kinds.load_config(config_path)
-    if results_digest(kinds.parse_config(kinds.config_text(path), str(path))) != results_digest(config):
-        raise ConfigError(str(path), "holds a run of another config: remove it, or write elsewhere")
-    if kinds.kind_of_file(path).status(path) != "completed":
-        result = kinds.resume(path)
-        if result.code != "completed":
-            raise ConfigError(str(path), result.message)
-    return path
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from analysis.blocks import replace_block
+    from analysis.blocks import results_arguments, write_blocks
+    from dynsim.kinds import ensure_run
 
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
+    args = results_arguments(__doc__, ROOT, argv)
     results = {}
     for name in CONFIGS:
-        path = ensure_chain_run(ROOT / "data" / "configs" / f"wormhole_{name}.toml", runs / f"wormhole_{name}.h5")
+        path = ensure_run(ROOT / "data" / "configs" / f"wormhole_{name}.toml", args.runs / f"wormhole_{name}.h5")
         results[name] = measure_chain(path)
         print(f"{name}: measured", file=sys.stderr)
-    text = markdown(results)
-    replace_block(args.results, "chain", text)
-    print(text)
+    write_blocks(args.results, {"chain": markdown(results)})
     return 0
 
 
