@@ -252,7 +252,8 @@ def test_langevin_stationary_covariance_on_quadratic_loss():
         se = np.sqrt((np.outer(np.diag(exact), np.diag(exact)) + exact ** 2) / paths)
         assert np.max(np.abs(sample - exact) / se) < 4.5
         bias[code] = np.max(np.abs(exact - continuous)) / np.max(np.abs(continuous))
-    # EM's stationary law is O(dt) off T H^{-1}, Heun's O(dt^2): measured 2.6e-2 and 5e-4 here
+    # EM's stationary law is O(dt) off T H^{-1}, Heun's O(dt^2): 1.03e-2 and 5.1e-4 here (exact Lyapunov
+    # solutions, no sampling; data/scripts/sde_orders.py writes them to docs/results.md)
     assert 0.01 < bias[EM] < 0.06
     assert bias[HEUN] < bias[EM] / 10
 
@@ -436,7 +437,7 @@ def test_loss_feedback_noise_vanishes_with_the_loss_unlike_additive_langevin(tmp
 
     Additive Langevin noise at temperature T holds the loss at the equipartition value
     <L> = T rank(H) / 2 = T P / 2 (L = delta^T H delta / 2 near the interpolating minima, whose
-    Hessian H = J^T J / P has rank P): measured 3.4e-3 against 4e-3 at t = 400, still rising as the
+    Hessian H = J^T J / P has rank P): measured 3.1e-3 against 4e-3 at t = 400, still rising as the
     softest modes equilibrate. With noise proportional to the loss (and with SGD's noise, which is
     zero where every sample is fitted) the loss keeps falling, like noiseless gradient flow."""
     P, T = 8, 1e-3

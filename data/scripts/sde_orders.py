@@ -10,6 +10,12 @@ dX = -X dt + dW (additive) for Euler-Maruyama and Heun, geometric Brownian motio
 block between ``<!-- sde:begin -->`` and ``<!-- sde:end -->`` of the results page. Nothing is read from
 a run file: every number is recomputed from the seed here (a few tens of seconds).
 
+Block ``sde_network``: Langevin's stationary covariance on a quadratic loss per scheme against the exact
+discrete Lyapunov solution of its recursion; SGD against its SDE on the simple network (the noise-induced
+mean-loss shift, the paired SGD - SDE difference, the mismatch of the shift's spread), and the loss
+feedback of the noise at an interpolating minimum (additive Langevin against loss-scaled and SGD noise),
+from runs of the engine made here in a temporary folder (about a minute).
+
 Strong errors: root-mean-square difference to the exact solution driven by the same Brownian path
 (20,000 paths drawn on a fine grid of 2^12 steps, summed for every coarser dt = 1/4 ... 1/64); weak
 errors: |mean of paired differences| (GBM: of X_T on the same paths; OU: of X_T^2 against the exact
@@ -34,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from dynsim.integrators import SCHEMES  # noqa: E402
 from dynsim.integrators.sde import scheme_stage, scheme_stages  # noqa: E402
-from dynsim.rng import STREAM_NOISE, normal_pair  # noqa: E402
+from dynsim.rng import STREAM_NOISE, fill_normals, normal_pair  # noqa: E402
 
 SEED = 20261125  # tests/conftest.py's SEED: the paths of tests/test_sde.py
 T_END = 1.0
@@ -247,15 +253,164 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+# -- the stationary law of Langevin and the trainer on the network (block sde_network) -----------------
+LANGEVIN_H = np.array([[2.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 0.5]])
+LANGEVIN_T, LANGEVIN_DT, LANGEVIN_PATHS = 0.1, 0.05, 20_000
+
+
+@njit
+def _quadratic_langevin(scheme, H, temperature, dt, steps, seed, out):
+    """Langevin on L = theta^T H theta / 2 from theta = 0 through the engine's scheme stages, path r's
+    normals from the dynsim stream (the recursion and seed of tests/test_sde.py)."""
+    dim = H.shape[0]
+    sqrt_dt = math.sqrt(dt)
+    coef = math.sqrt(2.0 * temperature)
+    xi, point, acc = np.empty(dim), np.empty(dim), np.empty(dim)
+    drift, noise = np.empty(dim), np.empty(dim)
+    for r in range(out.shape[0]):
+        theta = out[r]
+        theta[:] = 0.0
+        for k in range(steps):
+            fill_normals(seed, r, STREAM_NOISE, k, xi)
+            for stage in range(scheme_stages(scheme)):
+                at = theta if stage == 0 else point
+                for i in range(dim):
+                    acc_i = 0.0
+                    for j in range(dim):
+                        acc_i += H[i, j] * at[j]
+                    drift[i] = -acc_i
+                    noise[i] = coef * xi[i]
+                scheme_stage(scheme, stage, theta, point, acc, drift, noise, dt, sqrt_dt)
+
+
+def langevin_stationary(paths=LANGEVIN_PATHS) -> dict:
+    """Per scheme: the largest deviation of the sampled stationary covariance from the exact discrete
+    Lyapunov solution of its recursion, in standard errors, and that solution's relative distance from
+    the continuous law T H^-1 (the scheme's bias at this dt; exact, no interval)."""
+    import scipy.linalg
+
+    H, temperature, dt = LANGEVIN_H, LANGEVIN_T, LANGEVIN_DT
+    steps = int(30.0 / dt)  # 15 relaxation times of the softest mode
+    continuous = temperature * np.linalg.inv(H)
+    eye = np.eye(3)
+    recursions = {"euler_maruyama": (EM, eye - dt * H, math.sqrt(2 * temperature * dt) * eye),
+                  "heun": (HEUN, eye - dt * H + 0.5 * dt * dt * H @ H,
+                           math.sqrt(2 * temperature * dt) * (eye - 0.5 * dt * H))}
+    out = {}
+    for name, (code, M, N) in recursions.items():
+        exact = scipy.linalg.solve_discrete_lyapunov(M, N @ N.T)
+        theta = np.empty((paths, 3))
+        _quadratic_langevin(code, H, temperature, dt, steps, np.uint64(SEED), theta)
+        se = np.sqrt((np.outer(np.diag(exact), np.diag(exact)) + exact ** 2) / paths)
+        out[name] = dict(max_se=float(np.max(np.abs(np.cov(theta.T) - exact) / se)),
+                         bias=float(np.max(np.abs(exact - continuous)) / np.max(np.abs(continuous))))
+    return out
+
+
+def _network_losses(training, *, eta, t_end, replicas, width=16, n_train=16, n_records=2, spacing="linear"):
+    """loss_train [record, replica] of the simple network on a teacher task (tests/test_sde.py's runs)."""
+    import tempfile
+
+    from dynsim import kinds
+    from dynsim.store import RunReader
+
+    tables = dict(run=dict(seed=7, replicas=replicas, steps=int(round(t_end / training.get("dt", eta)))),
+                  model=dict(input_dim=1, width=width, activation="tanh", bias_std=0.5, output_bias=False),
+                  task=dict(kind="teacher", n_train=n_train, n_test=12, n_probes=2, n_sources=1),
+                  training=dict(eta=eta, **training),
+                  record=dict(n_records=n_records, spacing=spacing, observables=["loss_train"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.h5"
+        result = kinds.run(kinds.config_from_mapping(tables), path, progress=False)
+        if not result.ok:
+            raise RuntimeError(result.message)
+        with RunReader(path) as rd:
+            return np.asarray(rd.observable("loss_train"), dtype=float)
+
+
+def sgd_against_sde(etas=(0.05, 0.025), replicas=1000, t_end=10.0) -> dict:
+    """Per eta: final losses of GD, SGD (batch 1) and the SDE with SGD noise (EM, dt = eta), replicas
+    sharing their initial parameters across the three runs."""
+    out = {}
+    for eta in etas:
+        out[eta] = {name: _network_losses(training, eta=eta, t_end=t_end, replicas=replicas)[-1]
+                    for name, training in (("gd", dict(method="gd")), ("sgd", dict(method="sgd", batch_size=1)),
+                                           ("sde", dict(method="sde", noise="sgd", batch_size=1)))}
+    return out
+
+
+def loss_feedback(P=8, temperature=1e-3, replicas=200) -> dict:
+    """Mean loss at the records (t = 0 ... 400, log-spaced) of an interpolating student under additive
+    Langevin noise, loss-scaled noise and SGD noise (SDE, dt = 0.05)."""
+    common = dict(eta=0.1, t_end=400.0, replicas=replicas, width=32, n_train=P, n_records=9, spacing="log")
+    runs = {"langevin": dict(method="sde", dt=0.05, noise="langevin", temperature=temperature),
+            "loss_scaled": dict(method="sde", dt=0.05, noise="loss_scaled", temperature=0.05),
+            "sgd": dict(method="sde", dt=0.05, noise="sgd", batch_size=1)}
+    return dict(losses={name: _network_losses(training, **common) for name, training in runs.items()},
+                equipartition=temperature * P / 2)
+
+
+def _paired(values, n_boot=N_BOOT, seed=0):
+    """(mean, low, high) of paired per-replica values, bootstrap over replicas."""
+    from analysis.blocks import bootstrap_mean
+
+    return bootstrap_mean(values, n_boot=n_boot, seed=seed)
+
+
+def _spread_mismatch(runs, n_boot=N_BOOT, seed=0):
+    """|sd(L_sde - L_gd) / sd(L_sgd - L_gd) - 1| with its bootstrap over replicas (pairs resampled together)."""
+    a, b = runs["sde"] - runs["gd"], runs["sgd"] - runs["gd"]
+    value = abs(np.std(a) / np.std(b) - 1.0)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        k = rng.integers(0, a.size, a.size)
+        boots.append(abs(np.std(a[k]) / np.std(b[k]) - 1.0))
+    return float(value), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def network_markdown(stationary: dict, versus: dict, feedback: dict) -> str:
+    from analysis.blocks import markers
+
+    begin, end = markers("sde_network")
+    g = lambda t: f"{t[0]:.2g} [{t[1]:.2g}, {t[2]:.2g}]"  # noqa: E731
+    lines = [begin, "", "Generated by `python data/scripts/sde_orders.py` (the runs and seeds of `tests/test_sde.py`; "
+             "95 % bootstrap intervals over replicas or paths).", "",
+             f"Langevin on a quadratic loss (3 dimensions, T = {LANGEVIN_T:g}, dt = {LANGEVIN_DT:g}, "
+             f"{LANGEVIN_PATHS:,} paths): the sampled stationary covariance against each scheme's exact discrete "
+             "Lyapunov solution, and that solution's distance from the continuous law T H^-1 (exact: no interval):", "",
+             "| scheme | largest deviation of the sample covariance (standard errors) | relative distance of its "
+             "stationary law from T H^-1 |", "|---|---|---|"]
+    for name, label in (("euler_maruyama", "Euler-Maruyama"), ("heun", "Heun")):
+        lines.append(f"| {label} | {stationary[name]['max_se']:.2f} | {stationary[name]['bias']:.3g} |")
+    lines += ["", "SGD (batch 1) against its SDE (Euler-Maruyama, dt = eta, SGD noise) on the simple network "
+              "(N = 16, 16 teacher samples, t = 10, 1,000 replicas sharing their initialisation across the runs):", "",
+              "| eta | noise-induced shift <L_sgd - L_gd> | <L_sgd - L_sde> | spread mismatch "
+              "abs(sd(L_sde - L_gd) / sd(L_sgd - L_gd) - 1) |", "|---|---|---|---|"]
+    for eta, runs in versus.items():
+        lines.append(f"| {eta:g} | {g(_paired(runs['sgd'] - runs['gd']))} | {g(_paired(runs['sgd'] - runs['sde']))} | "
+                     f"{g(_spread_mismatch(runs))} |")
+    losses, equipartition = feedback["losses"], feedback["equipartition"]
+    lines += ["", f"Loss feedback (an interpolating student: N = 32, P = 8; SDE, dt = 0.05, t = 400, 200 replicas): "
+              f"mean training loss at the last two records; additive Langevin at T = 1e-3 against its equipartition "
+              f"value T P / 2 = {equipartition:.2g}:", "",
+              "| noise | loss at t = 111 | loss at t = 400 |", "|---|---|---|"]
+    for name, label in (("langevin", "additive Langevin, T = 1e-3"), ("loss_scaled", "loss-scaled, T = 0.05"),
+                        ("sgd", "SGD noise, batch 1")):
+        lines.append(f"| {label} | {g(_paired(losses[name][-2]))} | {g(_paired(losses[name][-1]))} |")
+    lines += ["", end]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args(argv)
-    from analysis.blocks import replace_block
+    from analysis.blocks import write_blocks
 
-    text = markdown(measure())
-    replace_block(args.results, "sde", text)
-    print(text)
+    write_blocks(args.results, {"sde": markdown(measure()),
+                                "sde_network": network_markdown(langevin_stationary(), sgd_against_sde(),
+                                                                loss_feedback())})
     return 0
 
 
