@@ -104,6 +104,13 @@ def test_reduced_depth_trainability(tmp_path):
     # against the seed's direction (see the module docstring): the shallow net generalises better
     diff = np.nanmean(shallow["test"]) - np.nanmean(deep["test"])
     assert diff >= 0.01, (diff, deep["test"], shallow["test"])
-    text = script.markdown({"relu": rows}, etas=(0.02, 0.1, 0.3), fixed_eta=0.1)
+    # the remedy family runs through the same machinery (one depth, one eta here)
+    tanh = load_config(ROOT / "data" / "configs" / "depth_tuned_tanh.toml").to_mapping()
+    tanh["run"].update(replicas=2, steps=300)
+    tanh["task"].update(n_train=300, n_test=400)
+    remedy = script.tune(tanh, "tanh", (8,), (0.1,), tmp_path, validation_replicas=2, n_validation=60,
+                         log=lambda message: None)
+    assert remedy[8]["eta"] == 0.1 and "fixed" not in remedy[8]
+    text = script.markdown({"relu": rows, "tanh": remedy}, etas=(0.02, 0.1, 0.3), fixed_eta=0.1)
     assert text.startswith(script.BEGIN) and text.endswith(script.END)
-    assert all(f"\n| {d} | " in text for d in (1, 8))
+    assert text.count("\n| 8 | ") == 2 and "\n| 1 | " in text and "**Remedy**" in text
