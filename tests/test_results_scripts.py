@@ -245,3 +245,18 @@ def test_transfer_replicas_block_is_complete(tmp_path):
     _assert_tables_complete(text)
     assert text.count("| PGD L2 |") == 1 and text.count("| input-gradient cosine |") == 1
     _write_and_check(script, text, tmp_path)
+
+
+def test_every_block_of_the_page_has_the_script_that_writes_it():
+    """data/scripts/results.py lists, per script, the blocks it writes: the page has exactly those blocks,
+    each once, and each script's source names each of its blocks (a block no script writes would be
+    text copied by hand)."""
+    listing = _script("results").SCRIPTS
+    page = (ROOT / "docs" / "results.md").read_text()
+    blocks = re.findall(r"<!-- ([a-z0-9_]+):begin -->", page)  # the page's own prose names "<!-- NAME:begin -->"
+    listed = [block for names in listing.values() for block in names]
+    assert sorted(blocks) == sorted(listed) and len(set(blocks)) == len(blocks)
+    for name, names in listing.items():
+        source = (ROOT / "data" / "scripts" / f"{name}.py").read_text()
+        for block in names:
+            assert f'"{block}"' in source or f"<!-- {block}:begin -->" in source, (name, block)
