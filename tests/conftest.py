@@ -160,3 +160,33 @@ def assert_no_leftovers(path):
     """Nothing beside ``path`` that a writer makes on the way (.partial, .lock, .resume-tmp, ...)."""
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name)) == [path.name]
 
+
+def results_script(name: str):
+    """A results script of ``data/scripts/`` (``data/scripts/NAME.py``) as a module, for its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "data" / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_tables_complete(text: str):
+    """Every markdown table of ``text`` is complete: a header is the row above a separator row, every row
+    has its header's width, and no cell is empty, NaN or infinite."""
+    import re
+
+    lines = text.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert rows, "no table written"
+    width = None
+    for i in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[i].strip().strip("|"))]  # "\|" is a pipe in a cell
+        if set("".join(cells)) <= set("-"):
+            continue
+        if i + 1 < len(lines) and set(lines[i + 1].replace("|", "")) <= set("-") and lines[i + 1].startswith("|"):
+            width = len(cells)  # a header
+        assert len(cells) == width, lines[i]
+        for cell in cells:
+            assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), lines[i]

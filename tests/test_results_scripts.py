@@ -2,7 +2,6 @@
 sections they own): each runs here on small run files made by the test, and every table it writes
 must be complete (every row as long as its header, no empty, NaN or infinite cell), its block must
 land between its markers, and the page outside them must stay as it was."""
-import importlib.util
 import re
 from pathlib import Path
 
@@ -11,31 +10,9 @@ import pytest
 
 from dynsim import kinds
 
+from conftest import assert_tables_complete, results_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _assert_tables_complete(text: str):
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    assert rows, "no table written"
-    width = None
-    for line in rows:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if set("".join(cells)) <= set("-"):
-            continue  # the separator row
-        if width is None or cells[0].startswith("attack") or cells[0] in (
-                "law", "run", "family", "predictor", "pair (first minus second)", "source \\ target", "pair quantity",
-                "step"):
-            width = len(cells)  # a header starts a table
-        assert len(cells) == width, line
-        for cell in cells:
-            assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), line
 
 
 def _write_and_check(module, text, tmp_path):
@@ -53,7 +30,7 @@ def _run(tables, path):
 
 
 def test_response_law_block_is_complete(tmp_path):
-    script = _script("response_law_prediction")
+    script = results_script("response_law_prediction")
     network_tables = dict(run=dict(seed=2, replicas=4, steps=1500), model=dict(input_dim=1, width=8, bias_std=1.0),
                           task=dict(kind="encoding", n_train=8, n_test=8, n_probes=24, n_sources=2),
                           training=dict(method="gd", eta=0.1),
@@ -67,13 +44,13 @@ def test_response_law_block_is_complete(tmp_path):
         path = _run(script._law_tables(network_tables, law, network), tmp_path / f"{name.replace(' ', '_')}.h5")
         comparisons[name] = compare_files(path, network)
     text = script.markdown({"m1": comparisons})
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("| lazy |") == 1 and "smallest change error" in text
     _write_and_check(script, text, tmp_path)
 
 
 def test_flat_minima_block_is_complete(tmp_path, monkeypatch):
-    script = _script("flat_minima")
+    script = results_script("flat_minima")
     monkeypatch.setattr(script, "LEVELS", (1.5, 0.8))
     results = {}
     for name, batch in zip(script.RUNS, (4, 32, 8, 16)):
@@ -87,13 +64,13 @@ def test_flat_minima_block_is_complete(tmp_path, monkeypatch):
         results[name] = script.measure_at_levels(path, script.LEVELS)
         assert all(np.isfinite(results[name][level]["sharpness"]).all() for level in script.LEVELS), name
     text = script.markdown(results)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("flatter (lower sharpness)") == 2 * len(script.LEVELS)
     _write_and_check(script, text, tmp_path)
 
 
 def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
-    script = _script("transfer_zoo")
+    script = results_script("transfer_zoo")
     import analysis.zoo as zoo
 
     monkeypatch.setattr(zoo, "N_PERMUTATIONS", 200)
@@ -107,7 +84,7 @@ def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
                                record=dict(n_records=4, params=True, observables=["loss_train"])),
                           tmp_path / f"{name}.h5"))
     text = script.markdown(script.analyse(paths, 40))
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert "| a |" in text and "| b |" in text and "Mantel" in text
     _write_and_check(script, text, tmp_path)
     # a zoo over different data is refused
@@ -119,7 +96,7 @@ def test_transfer_zoo_block_is_complete(tmp_path, monkeypatch):
 
 
 def test_activation_block_is_complete(tmp_path):
-    script = _script("simple_network_results")
+    script = results_script("simple_network_results")
     from analysis.simple import fit_window
     from dynsim.store import RunReader
 
@@ -134,16 +111,16 @@ def test_activation_block_is_complete(tmp_path):
             window = fit_window(rd.times, None)
         rows[activation] = (script.numbers_of(path, tmp_path / "report"), window)
     text = script.markdown(rows)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("| tanh |") == 1 and text.count("| linear |") == 1
     _write_and_check(script, text, tmp_path)
     tanh = tmp_path / "aging_tanh.h5"
     wide = script.numbers_of(tanh, tmp_path / "report", (2.0, 200.0), ("response", "kernel"))
     windows = script.aging_windows_block(rows["tanh"][0], wide)
-    _assert_tables_complete(windows)
+    assert_tables_complete(windows)
     assert windows.count("| response amplitude A(t) |") == 2 and windows.count("| NTK amplitude |") == 2
     detail = script.aging_detail_block(rows["tanh"][0], wide)
-    _assert_tables_complete(detail)
+    assert_tables_complete(detail)
     assert detail.count("rank-one share") == 2 and detail.count("master-curve") == 2
     lazy_tables = kinds.load_config(ROOT / "data" / "configs" / "lazy_ntk.toml").to_mapping()
     lazy_tables["run"].update(replicas=3, steps=200)
@@ -153,7 +130,7 @@ def test_activation_block_is_complete(tmp_path):
 
 
 def test_features_block_is_complete(tmp_path, monkeypatch):
-    script = _script("simple_network_results")
+    script = results_script("simple_network_results")
     monkeypatch.setattr(script, "FEATURE_LEVELS", (0.4, 0.3))
     paths = {}
     for run in script.FEATURE_RUNS:
@@ -162,7 +139,7 @@ def test_features_block_is_complete(tmp_path, monkeypatch):
         tables["record"].update(n_records=30)
         paths[run] = _run(tables, tmp_path / f"features_{run}.h5")
     text = script.features_block(paths)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("| 0.40 |") == 5 and text.startswith("<!-- features:begin -->")
 
 
@@ -220,7 +197,7 @@ def test_transfer_rates_bootstrap_excludes_self_pairs():
     """A matrix with white-box rate 1 on the diagonal and transfer 0.5 off it, control 0.1: every resample
     of replicas must give exactly these rates (a resample that drew a replica twice and counted the pair
     of its two copies as transfer would give a transfer rate above 0.5), so each interval is the point."""
-    script = _script("transfer_replicas")
+    script = results_script("transfer_replicas")
     matrix = np.full((7, 7), 0.5) + 0.5 * np.eye(7)
     rates = script.rates_with_intervals(matrix, np.full(7, 0.1), n_boot=300)
     for name, value in (("white", 1.0), ("transfer", 0.5), ("control", 0.1), ("transfer_over_white", 0.5),
@@ -234,7 +211,7 @@ def test_transfer_rates_bootstrap_excludes_self_pairs():
 
 
 def test_transfer_replicas_block_is_complete(tmp_path):
-    script = _script("transfer_replicas")
+    script = results_script("transfer_replicas")
     path = _run(dict(run=dict(seed=4, replicas=6, steps=1500),
                      model=dict(input_dim=6, width=16, activation="tanh", bias_std=0.5),
                      task=dict(kind="teacher_sign", n_train=96, n_test=64, teacher_width=6, n_probes=4, n_sources=2),
@@ -242,7 +219,7 @@ def test_transfer_replicas_block_is_complete(tmp_path):
                      record=dict(n_records=6, two_time_waits=2, two_time_lags=2,
                                  observables=["loss_train", "accuracy_test"])), tmp_path / "ens.h5")
     text = script.markdown(script.transfer_numbers(path, tmp_path / "report"), script.run_end(path))
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("| PGD L2 |") == 1 and text.count("| input-gradient cosine |") == 1
     _write_and_check(script, text, tmp_path)
 
@@ -251,7 +228,7 @@ def test_every_block_of_the_page_has_the_script_that_writes_it():
     """data/scripts/results.py lists, per script, the blocks it writes: the page has exactly those blocks,
     each once, and each script's source names each of its blocks (a block no script writes would be
     text copied by hand)."""
-    listing = _script("results").SCRIPTS
+    listing = results_script("results").SCRIPTS
     page = (ROOT / "docs" / "results.md").read_text()
     blocks = re.findall(r"<!-- ([a-z0-9_]+):begin -->", page)  # the page's own prose names "<!-- NAME:begin -->"
     listed = [block for names in listing.values() for block in names]

@@ -3,8 +3,6 @@ saturation_results.py, sde_orders.py): each writes complete tables from small ru
 SDE orders: from few paths), every row as long as its table's header, no empty, NaN or infinite cell;
 its blocks land between their markers, and one number of each is checked against a reference that does
 not go through the script."""
-import importlib.util
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,31 +10,9 @@ import pytest
 
 from dynsim import kinds
 
+from conftest import assert_tables_complete, results_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _assert_tables_complete(text: str):
-    """A table's header is the row above its separator row; every row has the header's width."""
-    lines = text.splitlines()
-    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
-    assert rows, "no table written"
-    width = None
-    for i in rows:
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[i].strip().strip("|"))]  # "\|" is a pipe in a cell
-        if set("".join(cells)) <= set("-"):
-            continue
-        if i + 1 < len(lines) and set(lines[i + 1].replace("|", "")) <= set("-") and lines[i + 1].startswith("|"):
-            width = len(cells)  # a header
-        assert len(cells) == width, lines[i]
-        for cell in cells:
-            assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), lines[i]
 
 
 def _write_and_check(text, begin, end, tmp_path, name):
@@ -62,7 +38,7 @@ def _chain(path, inputs, **model):
 
 
 def test_chain_block_is_complete_and_its_gain_matches_the_exact_expectation(tmp_path, monkeypatch):
-    script = _script("chain_results")
+    script = results_script("chain_results")
     monkeypatch.setattr(script, "N_BOOT", 200)
     monkeypatch.setattr(script, "N_BOOT_RECOMPUTE", 40)
     gaussian = dict(source="gaussian", n_test=100, n_noise=40)
@@ -74,7 +50,7 @@ def test_chain_block_is_complete_and_its_gain_matches_the_exact_expectation(tmp_
              "relu_readout": _chain(tmp_path / "relu_readout.h5", gaussian, layer_output="relu_readout")}
     results = {name: script.measure_chain(path) for name, path in paths.items()}
     text = script.markdown(results)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert text.count("| collapse") == 4 and "Flip-label" in text and "near 1/4" in text and "theta* = k/n" in text
     _write_and_check(text, script.BEGIN, script.END, tmp_path, "chain")
 
@@ -104,7 +80,7 @@ def _encoding_tables(seed, steps, replicas, loss, model, task, record):
 
 
 def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_path, monkeypatch):
-    script = _script("saturation_results")
+    script = results_script("saturation_results")
     monkeypatch.setattr(script, "N_BOOT", 200)
     record = dict(n_records=40, observables=["loss_train", "accuracy_train", "ntk", "output"])
     saturation = {}
@@ -115,7 +91,7 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
                         tmp_path / f"sat_{loss}_{p}.h5")
             saturation[f"{loss}_p{p}"] = script.measure_saturation(path)
     text = script.saturation_markdown(saturation)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     _write_and_check(text, *script._markers("saturation"), tmp_path, "saturation")
     # one sample, squared error: in kernel time the error decays as the exact constant-kernel flow
     # (exact for one sample under gradient flow); at 2e4 steps and 6 replicas within 0.02 of its slope
@@ -129,7 +105,7 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
                       tmp_path / "plasticity.h5")
     measured = script.measure_plasticity(plasticity)
     text = script.plasticity_markdown(measured)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     _write_and_check(text, *script._markers("plasticity"), tmp_path, "plasticity")
     # the boundary converges to the task's edge (0.5; the training grid's spacing is 1/16)
     assert abs(np.nanmean(measured["final"]) - 0.5) < 1 / 32
@@ -147,17 +123,17 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
              training=dict(method="gd", eta=0.5, loss="cross_entropy"),
              record=dict(n_records=10, observables=observables + ["accuracy_test"])), tmp_path / "m4_2d.h5"))
     text = script.encoding_markdown(m4, two_d)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     _write_and_check(text, *script._markers("encoding_m4"), tmp_path, "encoding_m4")
 
 
 def test_sde_block_is_complete_and_the_noiseless_orders_are_the_schemes(tmp_path, monkeypatch):
-    script = _script("sde_orders")
+    script = results_script("sde_orders")
     for name, value in (("PATHS", 400), ("CHUNK", 150), ("WEAK_PATHS", 20_000), ("N_BOOT", 100)):
         monkeypatch.setattr(script, name, value)
     measured = script.measure()
     text = script.markdown(measured)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     assert measured["paths"] == 400 and text.count("| Euler-Maruyama") == 2
     _write_and_check(text, script.BEGIN, script.END, tmp_path, "sde")
     # without noise the error against the exact e^{-1} falls as dt^order: 1, 2, 4 within 0.1
@@ -174,7 +150,7 @@ def test_sde_network_block_is_complete_and_langevin_bias_is_order_dt():
     """The block of the Langevin stationary law and the network runs, on fewer paths and replicas. The
     stationary laws are exact Lyapunov solutions: Euler-Maruyama's is O(dt) off T H^-1 (its first-order
     correction at dt = 0.05 is about 1 %), Heun's O(dt^2), so more than ten times closer."""
-    script = _script("sde_orders")
+    script = results_script("sde_orders")
     stationary = script.langevin_stationary(paths=2000)
     assert 0.005 < stationary["euler_maruyama"]["bias"] < 0.02
     assert stationary["heun"]["bias"] < stationary["euler_maruyama"]["bias"] / 10
@@ -183,7 +159,7 @@ def test_sde_network_block_is_complete_and_langevin_bias_is_order_dt():
     versus = script.sgd_against_sde(etas=(0.05,), replicas=24, t_end=2.0)
     feedback = script.loss_feedback(replicas=6)
     text = script.network_markdown(stationary, versus, feedback)
-    _assert_tables_complete(text)
+    assert_tables_complete(text)
     begin, end = "<!-- sde_network:begin -->", "<!-- sde_network:end -->"
     assert text.startswith(begin) and text.rstrip().endswith(end)
     # additive Langevin holds the loss far above the loss-scaled noise's at the end

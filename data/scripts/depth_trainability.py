@@ -31,7 +31,6 @@ replica counting as 0. Plateau: the change of the training accuracy over the sec
 (independent initialisations and batch draws) of the mean of the replicas that did not diverge;
 differences between depths resample each depth's replicas independently.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -168,12 +167,9 @@ def interval(values, seed=0):
 
 def difference(a, b, seed=0):
     """mean(a) - mean(b) over finite replicas, bootstrap resampling a's and b's replicas independently."""
-    a, b = (np.asarray(v, dtype=float) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    rng = np.random.default_rng(seed)
-    boot = (a[rng.integers(0, a.size, (N_BOOT, a.size))].mean(axis=1)
-            - b[rng.integers(0, b.size, (N_BOOT, b.size))].mean(axis=1))
-    return float(a.mean() - b.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    from analysis.blocks import bootstrap_difference
+
+    return bootstrap_difference(a, b, n_boot=N_BOOT, seed=seed)
 
 
 def best_depth(rows: dict, key: str = "tuned") -> int:
@@ -236,7 +232,7 @@ def markdown(results: dict, *, etas=ETAS, fixed_eta=FIXED_ETA, source="runs/dept
     lines += expectation(relu)
     remedy = results.get("tanh") or {}
     if remedy:
-        lines += ["", f"**Remedy** at the depths where no relu validation run reaches the threshold at any tested eta, or "
+        lines += ["", "**Remedy** at the depths where no relu validation run reaches the threshold at any tested eta, or "
                       "the tuned rerun does not: `depth_tuned_tanh.toml`, tanh with W ~ "
                       "N(0, 1/fan_in) and zero biases at initialisation (sigma_w^2 = 1, sigma_b^2 = 0: the critical "
                       "point of tanh; Gaussian, so not the orthogonal dynamical isometry), eta tuned the same way.", "",
@@ -321,12 +317,11 @@ def _optimum_lines(rows: dict, label: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from analysis.blocks import results_arguments, write_blocks
     from dynsim.kinds import load_config
+
+    args = results_arguments(__doc__, ROOT, argv)
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -336,11 +331,7 @@ def main(argv=None) -> int:
     failing = remedy_depths(results["relu"])
     if failing:
         results["tanh"] = tune(bases["tanh"], "tanh", failing, ETAS, args.runs, log=log)
-    text = markdown(results)
-    from analysis.blocks import replace_block
-
-    replace_block(args.results, "depth_trainability", text)
-    print(text)
+    write_blocks(args.results, {"depth_trainability": markdown(results)})
     return 0
 
 

@@ -19,7 +19,6 @@ Intervals: 95 % percentile bootstrap over replicas (independent initialisations 
 differences between two runs resample each run's replicas independently. Rank correlations over all
 replica-runs, with a permutation p-value (10,000 permutations; the replicas are independent samples).
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -66,21 +65,16 @@ def measure_at_levels(path, levels=LEVELS) -> dict:
 
 
 def _interval(values, seed=0):
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (N_BOOT, v.size))].mean(axis=1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    from analysis.blocks import bootstrap_mean
+
+    return bootstrap_mean(values, n_boot=N_BOOT, seed=seed)
 
 
 def _difference(a, b, seed=0):
     """mean(a) - mean(b) with a bootstrap interval resampling a's and b's replicas independently."""
-    a, b = (np.asarray(v, dtype=float) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    rng = np.random.default_rng(seed)
-    boot = (a[rng.integers(0, a.size, (N_BOOT, a.size))].mean(axis=1)
-            - b[rng.integers(0, b.size, (N_BOOT, b.size))].mean(axis=1))
-    return float(a.mean() - b.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    from analysis.blocks import bootstrap_difference
+
+    return bootstrap_difference(a, b, n_boot=N_BOOT, seed=seed)
 
 
 def _spearman_permutation(a, b, seed=0, n=10_000):
@@ -147,25 +141,17 @@ def findings(results, level) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from analysis.blocks import results_arguments, write_blocks
     from dynsim.kinds import ensure_run
 
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
+    args = results_arguments(__doc__, ROOT, argv)
     results = {}
     for name in RUNS:
-        path = ensure_run(ROOT / "data" / "configs" / f"flat_minima_{name}.toml", runs / f"flat_minima_{name}.h5")
+        path = ensure_run(ROOT / "data" / "configs" / f"flat_minima_{name}.toml", args.runs / f"flat_minima_{name}.h5")
         results[name] = measure_at_levels(path)
         print(f"{name}: measured", file=sys.stderr)
-    text = markdown(results)
-    from analysis.blocks import replace_block
-
-    replace_block(args.results, "flat_minima", text)
-    print(text)
+    write_blocks(args.results, {"flat_minima": markdown(results)})
     return 0
 
 

@@ -20,7 +20,6 @@ Intervals: 95 % percentile bootstrap over replicas (independent initialisations)
 derived exponent are exact; a record time at which all replicas have done something is a maximum over
 replicas and a record of a log-spaced grid, given without an interval.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -245,16 +244,12 @@ def encoding_markdown(results: dict, two_d: dict | None) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from analysis.blocks import replace_block
+    from analysis.blocks import results_arguments, write_blocks
     from dynsim.kinds import ensure_run
 
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
+    args = results_arguments(__doc__, ROOT, argv)
+    runs = args.runs
 
     def run(stem):
         path = ensure_run(ROOT / "data" / "configs" / f"{stem}.toml", runs / f"{stem}.h5")
@@ -268,9 +263,7 @@ def main(argv=None) -> int:
         "encoding_m4": encoding_markdown({name: measure_encoding(run(f"encoding_m4_{name}")) for name in ENCODING_RUNS},
                                          measure_encoding(run("encoding_m4_2d"))),
     }
-    for name, text in texts.items():
-        replace_block(args.results, name, text)
-        print(text)
+    write_blocks(args.results, texts)
     return 0
 
 
