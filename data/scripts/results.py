@@ -25,6 +25,7 @@ SCRIPTS = {
     "saturation_results": ("saturation", "plasticity", "encoding_m4"),
     "deep_sweeps": ("depth_sweep", "width_sweep"),
     "depth_trainability": ("depth_trainability",),
+    "depth_width_predictors": ("depth_width",),
     "grokking_mechanism": ("grokking_one_layer", "grokking"),
     "double_descent": ("double_descent",),
     "response_law_prediction": ("response_law",),

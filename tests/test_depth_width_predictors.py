@@ -1,0 +1,99 @@
+"""data/scripts/depth_width_predictors.py (issue 21, item 3): the rank correlation against scipy's Spearman,
+the bootstrap's agreement on arrays of known structure, and the block from a small merged depth x width
+sweep read back against its files."""
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from dynsim.kinds import make_runner
+from dynsim.store import sweep_points
+from dynsim.sweep import load_sweep, merge
+
+from conftest import assert_tables_complete, results_script
+
+SWEEP_TOML = """
+output = "grid"
+mode = "grid"
+[axes]
+"model.depth" = [1, 2]
+"model.width" = [4, 12]
+[base.run]
+seed = 3
+replicas = 3
+steps = 150
+[base.model]
+kind = "mlp"
+[base.task]
+kind = "gaussian_mixture"
+classes = 3
+n_train = 24
+n_test = 48
+separation = 4.0
+[base.training]
+method = "sgd"
+eta = 0.2
+batch_size = 8
+[base.record]
+n_records = 3
+observables = ["loss_train", "loss_test", "accuracy_train", "accuracy_test", "basin_sample", "basin_weight",
+               "mode_order_preserving", "mode_dead", "mode_order_breaking", "mode_gain_fraction"]
+basin_samples = 2
+basin_directions = 4
+basin_bisections = 6
+weight_basin_directions = 2
+weight_basin_samples = 24
+noise_inputs = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def script():
+    return results_script("depth_width_predictors")
+
+
+def test_rank_correlation_is_spearman_of_the_means_and_its_interval_brackets_it(script):
+    rng = np.random.default_rng(1)
+    accuracy = np.linspace(0.5, 0.9, 8)[:, None] + 0.01 * rng.standard_normal((8, 5))
+    predictor = -np.arange(8.0)[:, None] + 0.5 * rng.standard_normal((8, 5))
+    rho, low, high = script.rank_correlation(predictor, accuracy, n_boot=300)
+    assert rho == pytest.approx(spearmanr(predictor.mean(axis=1), accuracy.mean(axis=1))[0], abs=1e-12)
+    assert low <= rho <= high and high < -0.8  # a clear negative association stays negative in every resample
+
+
+def test_a_predictor_equal_to_the_accuracy_picks_the_optimum_in_every_resample(script):
+    """With the optimum far ahead of the others (0.1 against replica noise 0.005), every resample has the
+    same optimum, and a predictor that is the accuracy itself picks it every time."""
+    rng = np.random.default_rng(2)
+    accuracy = np.array([0.6, 0.7, 0.8, 0.7])[:, None] + 0.005 * rng.standard_normal((4, 6))
+    pick, agree = script.predictor_pick(accuracy, accuracy, n_boot=300)
+    assert pick == 2 and agree == 1.0
+    best, overlapping = script.optimum(accuracy)
+    assert best == 2 and overlapping == []
+    _, never = script.predictor_pick(-accuracy, accuracy, n_boot=300)
+    assert never == 0.0
+
+
+def test_block_from_a_small_merged_sweep_matches_its_files(script, tmp_path):
+    import h5py
+
+    (tmp_path / "grid.toml").write_text(SWEEP_TOML)
+    sweep = load_sweep(tmp_path / "grid.toml")
+    (sweep.output / "points").mkdir(parents=True)
+    status = {}
+    for point in sweep.points:
+        result = make_runner(point.config).run(sweep.point_path(point), progress=False)
+        assert result.ok
+        status[point.index] = {"code": result.code, "message": result.message}
+    merged = merge(sweep, status)
+    g = script.grid(merged)
+    assert g["configs"] == [(1, 4), (1, 12), (2, 4), (2, 12)]
+    with h5py.File(merged, "r") as f:  # the reader's last-record values against the raw datasets
+        for group, values in sweep_points(merged):
+            k = g["configs"].index((values["model.depth"], values["model.width"]))
+            np.testing.assert_array_equal(g["accuracy_test"][k], f[f"{group}/observables/accuracy_test"][-1])
+            np.testing.assert_allclose(g["basin_sample"][k], f[f"{group}/observables/basin_sample"][-1].mean(axis=1))
+            np.testing.assert_allclose(g["mode_order_breaking"][k],
+                                       f[f"{group}/observables/mode_order_breaking"][-1].mean(axis=1))
+    text = script.markdown({"gaussian": g})
+    assert_tables_complete(text)
+    assert text.count("| sample-space basin | + |") == 1 and "Test-accuracy optimum" in text
