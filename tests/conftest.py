@@ -190,3 +190,21 @@ def assert_tables_complete(text: str):
         assert len(cells) == width, lines[i]
         for cell in cells:
             assert cell and not re.search(r"\b(nan|[-+]?inf)\b", cell.lower()), lines[i]
+
+
+def merged_sweep(folder, sweep_toml: str):
+    """Run every point of a sweep config (TOML text, written to ``folder/sweep.toml``) in this process,
+    one after another, and merge them as ``dynsim sweep`` does; the merged file's path. No Dask: the
+    points and the merge are the real ones, only the scheduling is left out."""
+    from dynsim.kinds import make_runner
+    from dynsim.sweep import load_sweep, merge
+
+    (Path(folder) / "sweep.toml").write_text(sweep_toml)
+    sweep = load_sweep(Path(folder) / "sweep.toml")
+    (sweep.output / "points").mkdir(parents=True)
+    status = {}
+    for point in sweep.points:
+        result = make_runner(point.config).run(sweep.point_path(point), progress=False)
+        assert result.ok, result.message
+        status[point.index] = {"code": result.code, "message": result.message}
+    return merge(sweep, status)

@@ -14,7 +14,9 @@ from analysis.report import write_report
 from analysis.sections import plan_report
 from dynsim.kinds import make_runner, parse_config
 from dynsim.store import RunReader, StoreError
-from dynsim.sweep import load_sweep, merge, sweep_points
+from dynsim.sweep import sweep_points
+
+from conftest import merged_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,15 +88,7 @@ def deep_files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deep")
     run = tmp / "run.h5"
     assert make_runner(parse_config(RUN_TOML)).run(run, progress=False).ok
-    (tmp / "sweep.toml").write_text(SWEEP_TOML)
-    sweep = load_sweep(tmp / "sweep.toml")
-    (sweep.output / "points").mkdir(parents=True)
-    status = {}
-    for point in sweep.points:
-        result = make_runner(point.config).run(sweep.point_path(point), progress=False)
-        assert result.ok
-        status[point.index] = {"code": result.code, "message": result.message}
-    return run, merge(sweep, status)
+    return run, merged_sweep(tmp, SWEEP_TOML)
 
 
 # -- pure logic on synthetic arrays --------------------------------------------------------------------

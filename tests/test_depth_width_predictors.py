@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from dynsim.kinds import make_runner
 from dynsim.store import sweep_points
-from dynsim.sweep import load_sweep, merge
 
-from conftest import assert_tables_complete, results_script
+from conftest import assert_tables_complete, merged_sweep, results_script
 
 SWEEP_TOML = """
 output = "grid"
@@ -76,15 +74,7 @@ def test_a_predictor_equal_to_the_accuracy_picks_the_optimum_in_every_resample(s
 def test_block_from_a_small_merged_sweep_matches_its_files(script, tmp_path):
     import h5py
 
-    (tmp_path / "grid.toml").write_text(SWEEP_TOML)
-    sweep = load_sweep(tmp_path / "grid.toml")
-    (sweep.output / "points").mkdir(parents=True)
-    status = {}
-    for point in sweep.points:
-        result = make_runner(point.config).run(sweep.point_path(point), progress=False)
-        assert result.ok
-        status[point.index] = {"code": result.code, "message": result.message}
-    merged = merge(sweep, status)
+    merged = merged_sweep(tmp_path, SWEEP_TOML)
     g = script.grid(merged)
     assert g["configs"] == [(1, 4), (1, 12), (2, 4), (2, 12)]
     with h5py.File(merged, "r") as f:  # the reader's last-record values against the raw datasets
