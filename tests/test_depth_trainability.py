@@ -111,6 +111,15 @@ def test_reduced_depth_trainability(tmp_path):
     remedy = script.tune(tanh, "tanh", (8,), (0.1,), tmp_path, validation_replicas=2, n_validation=60,
                          log=lambda message: None)
     assert remedy[8]["eta"] == 0.1 and "fixed" not in remedy[8]
+    # a tuned run still rising over its second half is rerun LONG_FACTOR times longer at the same eta;
+    # one that has plateaued is not
+    from dynsim.store import RunReader
+    for family, by_depth, steps in (("relu", rows, 2000), ("tanh", remedy, 300)):
+        for depth, row in by_depth.items():
+            assert ("long" in row) == script.still_rising(row["tuned"]), (family, depth)
+            if "long" in row:
+                with RunReader(script.run_path(tmp_path, family, depth, row["eta"], False, long=True)) as rd:
+                    assert rd.steps[-1] == steps * script.LONG_FACTOR
     text = script.markdown({"relu": rows, "tanh": remedy}, etas=(0.02, 0.1, 0.3), fixed_eta=0.1)
     assert text.startswith(script.BEGIN) and text.endswith(script.END)
     assert text.count("\n| 8 | ") == 2 and "\n| 1 | " in text and "**Remedy**" in text
