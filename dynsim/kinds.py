@@ -115,10 +115,14 @@ def config_text(path, group: str | None = None) -> str:
     return kind_of_file(path, group).config_text(path, group)
 
 
-def ensure_run(config, path, *, progress=None):
+def ensure_run(config, path, *, progress=None, keep_diverged: bool = False):
     """A completed file at ``path`` for ``config`` (a config object or a config file's path): kept when
     it is complete already, resumed when it was interrupted, run when it is missing; ``ConfigError``
-    naming the file when a kept or resumed file holds another config. Returns ``path``."""
+    naming the file when a kept or resumed file holds another config. Returns ``path``.
+
+    ``keep_diverged``: a run that ended diverged (with ``run.on_divergence = "freeze"``, the replicas
+    that stayed finite ran to the end) is a result as it is: kept, and returned when a new run ends so,
+    instead of refused (resuming it would diverge again)."""
     from pathlib import Path
 
     from .config import results_digest
@@ -132,11 +136,12 @@ def ensure_run(config, path, *, progress=None):
         kept = kind.config_from_mapping(parse_toml(kind.config_text(path), f"{path}:/config"))
         if results_digest(kept) != results_digest(config):
             raise ConfigError(str(path), "holds a run of another config: remove it, or write elsewhere")
-        if kind.status(path) == "completed":
+        accepted = ("completed", "diverged") if keep_diverged else ("completed",)
+        if kind.status(path) in accepted:
             return path
         result = kind.resume(path, progress=progress)
     else:
         result = run(config, path, progress=progress)
-    if result.code != "completed":
+    if result.code != "completed" and not (keep_diverged and result.code == "diverged"):
         raise ConfigError(str(path), result.message)
     return path

@@ -193,6 +193,27 @@ def test_ensure_run_keeps_a_chain_file_and_refuses_another_config(tmp_path):
         kinds.ensure_run(kinds.config_from_mapping(dict(tables, run=dict(seed=4))), path)
 
 
+def test_ensure_run_keeps_a_diverged_run_only_when_asked(tmp_path):
+    """With on_divergence = "freeze" a run whose some replicas blow up ends 'diverged' with the others run
+    to the end: refused by default, kept as it is (not resumed, not rerun) with keep_diverged."""
+    from dynsim.spec import ConfigError
+    from dynsim.store import RunReader
+
+    tables = dict(run=dict(seed=3, replicas=8, steps=3000, on_divergence="freeze"), model=dict(input_dim=1, width=8),
+                  task=dict(kind="teacher", n_train=8), training=dict(method="sgd", batch_size=1, eta=0.7),
+                  record=dict(n_records=10, observables=["loss_train"]))  # tests/test_divergence.py's mixed ensemble
+    config = kinds.config_from_mapping(tables)
+    with pytest.raises(ConfigError, match="diverged"):
+        kinds.ensure_run(config, tmp_path / "refused.h5")
+    path = tmp_path / "kept.h5"
+    assert kinds.ensure_run(config, path, keep_diverged=True) == path
+    with RunReader(path) as rd:
+        failed = rd.dataset("status/replica_failed_step")
+        assert rd.status["code"] == "diverged" and 0 < (failed >= 0).sum() < 8
+    stamp = path.stat().st_mtime_ns
+    assert kinds.ensure_run(config, path, keep_diverged=True) == path and path.stat().st_mtime_ns == stamp
+
+
 def test_transfer_rates_bootstrap_excludes_self_pairs():
     """A matrix with white-box rate 1 on the diagonal and transfer 0.5 off it, control 0.1: every resample
     of replicas must give exactly these rates (a resample that drew a replica twice and counted the pair

@@ -70,25 +70,12 @@ def variant(base: dict, *, depth: int, eta: float, validation: bool, replicas: i
 
 
 def ensure(config, path) -> Path:
-    """``kinds.ensure_run``, keeping a diverged run (some replicas frozen: on_divergence = 'freeze') as
-    the result it is instead of refusing it."""
-    from dynsim.config import results_digest
-    from dynsim.kinds import ensure_run, kind_of_file
-    from dynsim.spec import ConfigError
+    """``kinds.ensure_run`` keeping a diverged run (some replicas frozen: on_divergence = 'freeze') as the
+    result it is."""
+    from dynsim.kinds import ensure_run
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        kind = kind_of_file(path)
-        if (kind.status(path) == "diverged"
-                and results_digest(kind.parse_config(kind.config_text(path), str(path))) == results_digest(config)):
-            return path
-    try:
-        return ensure_run(config, path)
-    except ConfigError:
-        if path.exists() and kind_of_file(path).status(path) == "diverged":
-            return path
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return ensure_run(config, path, keep_diverged=True)
 
 
 def read_run(path) -> dict:
@@ -174,15 +161,13 @@ def remedy_depths(relu: dict) -> list[int]:
 
 def interval(values, seed=0):
     """Mean of the finite values and its 95 % percentile bootstrap interval (NaN, NaN with < 2 values)."""
+    from analysis.blocks import bootstrap_mean
+
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if v.size == 0:
-        return np.nan, np.nan, np.nan
     if v.size == 1:
         return float(v[0]), np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (N_BOOT, v.size))].mean(axis=1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return bootstrap_mean(v, n_boot=N_BOOT, seed=seed)
 
 
 def difference(a, b, seed=0):
