@@ -9,7 +9,7 @@ import pytest
 from dynsim import kinds
 from dynsim.datasets import load_digits
 from dynsim.spec import ConfigError
-from dynsim.tasks.classification import (TASK_KINDS, ClassificationTask, classification_teacher,
+from dynsim.tasks.classification import (CLASSIFICATION_KINDS, ClassificationTask, classification_teacher,
                                          make_classification_data)
 
 SEED = 20261125
@@ -24,7 +24,7 @@ def small_task(kind: str, **overrides) -> ClassificationTask:
     return ClassificationTask(kind=kind, **{**SMALL[kind], **overrides})
 
 
-@pytest.mark.parametrize("kind", TASK_KINDS)
+@pytest.mark.parametrize("kind", CLASSIFICATION_KINDS)
 def test_shapes_dtypes_and_label_range(kind):
     task = small_task(kind)
     data = make_classification_data(task, SEED)
@@ -145,7 +145,7 @@ def test_teacher_labels_are_the_argmax_of_the_teacher():
     assert abs(data.x_train.mean()) < 0.15 and abs(data.x_train.var() - 1.0) < 0.15
 
 
-@pytest.mark.parametrize("kind", TASK_KINDS)
+@pytest.mark.parametrize("kind", CLASSIFICATION_KINDS)
 def test_label_noise_changes_exactly_the_chosen_training_labels(kind):
     fraction = 0.3
     clean = make_classification_data(small_task(kind), SEED)
@@ -170,7 +170,7 @@ def test_label_noise_replacement_is_spread_over_the_other_classes():
     np.testing.assert_allclose(np.bincount(shift, minlength=4) / index.size, [0, 1 / 3, 1 / 3, 1 / 3], atol=0.05)
 
 
-@pytest.mark.parametrize("kind", TASK_KINDS)
+@pytest.mark.parametrize("kind", CLASSIFICATION_KINDS)
 def test_deterministic_in_task_and_seed(kind):
     task = small_task(kind, label_noise=0.25)
     first, again = make_classification_data(task, SEED), make_classification_data(task, SEED)

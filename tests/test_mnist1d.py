@@ -17,7 +17,8 @@ from dynsim.config import dump_toml
 from dynsim.kinds import make_runner, parse_config
 from dynsim.spec import ConfigError
 from dynsim.store import RunReader
-from dynsim.tasks.classification import ClassificationTask, load_mnist1d, make_classification_data
+from dynsim.datasets import load_mnist1d
+from dynsim.tasks.classification import ClassificationTask, make_classification_data
 
 SEED = 20261207
 

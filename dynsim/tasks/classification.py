@@ -62,42 +62,27 @@ import math
 
 import numpy as np
 
-from importlib import resources
-
-from ..datasets import DIGITS_SHAPE, load_digits
+from ..datasets import DIGITS_SHAPE, MNIST1D_DIM, MNIST1D_SIZES, load_digits, load_mnist1d
 from ..spec import ConfigError, Section, option
 
-CLASSIFICATION_KINDS = ("gaussian_mixture", "teacher", "parity", "modular_addition", "digits")
-# Shipped data sets added after the first five (their tags follow on, so the earlier tags stay as they were).
-DATASET_KINDS = ("mnist1d",)
-TASK_KINDS = CLASSIFICATION_KINDS + DATASET_KINDS
+# New kinds go at the end: a kind's position is its stream tag, so the earlier kinds' data stay as they were.
+CLASSIFICATION_KINDS = ("gaussian_mixture", "teacher", "parity", "modular_addition", "digits", "mnist1d")
 # Offset from the one-output tasks' tags (0..3), so that no classification stream coincides with
 # one of theirs for the same seed (both modules have a 'teacher').
-_KIND_TAG = {name: 100 + i for i, name in enumerate(TASK_KINDS)}
+_KIND_TAG = {name: 100 + i for i, name in enumerate(CLASSIFICATION_KINDS)}
 _LABEL_NOISE_STREAM = 1
 HOLDOUTS = ("test", "validation")
 
 _DEFAULT_INPUT_DIM = 16
 _DEFAULT_CLASSES = 4
 _DIGITS_CLASSES = 10
-MNIST1D_SIZES = (4000, 1000)  # the package's training and test signals
-MNIST1D_DIM = 40
 _MNIST1D_CLASSES = 10
-
-
-def load_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST-1D as shipped: (x_train [4000, 40] float64, y_train [4000] int64, x_test [1000, 40], y_test [1000])."""
-    import h5py
-
-    with resources.as_file(resources.files("dynsim.datasets") / "mnist1d.h5") as path, h5py.File(path, "r") as f:
-        return (f["x_train"][()].astype(np.float64), f["y_train"][()].astype(np.int64),
-                f["x_test"][()].astype(np.float64), f["y_test"][()].astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationTask(Section):
     SECTION = "task"
-    kind: str = option("gaussian_mixture", "str", "data set", choices=TASK_KINDS)
+    kind: str = option("gaussian_mixture", "str", "data set", choices=CLASSIFICATION_KINDS)
     classes: int = option(None, "int", "number of classes K (default: 4; parity: 2, modular_addition: modulus "
                                        "and digits, mnist1d: 10, fixed)", minimum=2, maximum=100_000, optional=True)
     n_train: int = option(256, "int", "training samples P (ignored by modular_addition)", minimum=1,
