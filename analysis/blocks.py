@@ -32,12 +32,15 @@ def write_blocks(page, blocks: dict) -> None:
         print(block)
 
 
-def results_arguments(doc: str, root: Path, argv=None) -> argparse.Namespace:
+def results_arguments(doc: str, root: Path, argv=None, *, figures: str | None = None) -> argparse.Namespace:
     """The command line every results script takes: ``--runs`` (where its run files are kept; created)
-    and ``--results`` (the page), both relative to the project ``root`` by default."""
+    and ``--results`` (the page), both relative to the project ``root`` by default; and ``--figures``
+    (default ``root / figures``) for a script that draws."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--runs", default=str(root / "runs"), help="folder of the run files (default: runs/)")
     parser.add_argument("--results", default=str(root / "docs" / "results.md"), help="the page to write")
+    if figures is not None:
+        parser.add_argument("--figures", default=str(root / figures), help=f"folder of the figures (default: {figures})")
     args = parser.parse_args(argv)
     args.runs = Path(args.runs)
     args.runs.mkdir(parents=True, exist_ok=True)

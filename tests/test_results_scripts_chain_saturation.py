@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.blocks import markers
 from dynsim import kinds
 
 from conftest import assert_tables_complete, results_script
@@ -92,7 +93,7 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
             saturation[f"{loss}_p{p}"] = script.measure_saturation(path)
     text = script.saturation_markdown(saturation)
     assert_tables_complete(text)
-    _write_and_check(text, *script._markers("saturation"), tmp_path, "saturation")
+    _write_and_check(text, *markers("saturation"), tmp_path, "saturation")
     # one sample, squared error: in kernel time the error decays as the exact constant-kernel flow
     # (exact for one sample under gradient flow); at 2e4 steps and 6 replicas within 0.02 of its slope
     f = saturation["sigmoid_squared_p1"]["fits"]["error"]
@@ -106,7 +107,7 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
     measured = script.measure_plasticity(plasticity)
     text = script.plasticity_markdown(measured)
     assert_tables_complete(text)
-    _write_and_check(text, *script._markers("plasticity"), tmp_path, "plasticity")
+    _write_and_check(text, *markers("plasticity"), tmp_path, "plasticity")
     # the boundary converges to the task's edge (0.5; the training grid's spacing is 1/16)
     assert abs(np.nanmean(measured["final"]) - 0.5) < 1 / 32
 
@@ -124,7 +125,7 @@ def test_saturation_blocks_are_complete_and_the_boundary_sits_at_the_edge(tmp_pa
              record=dict(n_records=10, observables=observables + ["accuracy_test"])), tmp_path / "m4_2d.h5"))
     text = script.encoding_markdown(m4, two_d)
     assert_tables_complete(text)
-    _write_and_check(text, *script._markers("encoding_m4"), tmp_path, "encoding_m4")
+    _write_and_check(text, *markers("encoding_m4"), tmp_path, "encoding_m4")
 
 
 def test_sde_block_is_complete_and_the_noiseless_orders_are_the_schemes(tmp_path, monkeypatch):

@@ -36,7 +36,6 @@ the same data; the bootstrap resamples replica indices jointly across widths (a 
 valid whether or not the widths' replicas are correlated). A diverged replica (non-finite values) is
 left out of its width.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -246,23 +245,17 @@ def figure(results: dict, out_dir) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    parser.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "double_descent"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from analysis.blocks import results_arguments, write_blocks
+
+    args = results_arguments(__doc__, ROOT, argv, figures="docs/figures/double_descent")
     results, n_replicas = {}, 0
     for name in DATASETS:
         data = read_final(sweep_paths(name, args.runs))
         n_replicas = data["accuracy_train"].shape[1]
         results[name] = summarise(data)
-    text = markdown(results, n_replicas)
-    from analysis.blocks import replace_block
-
-    replace_block(args.results, "double_descent", text)
+    write_blocks(args.results, {"double_descent": markdown(results, n_replicas)})
     figure(results, args.figures)
-    print(text)
     return 0
 
 

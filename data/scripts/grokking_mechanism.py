@@ -31,7 +31,6 @@ initialisations and batch draws on one data split); changes (at t_test minus bef
 replica. A replica that never reaches a crossing is left out of the quantities that need it, and the
 counts are given.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -66,12 +65,10 @@ def read_run(path) -> dict:
 
 def _interval(values, seed=0):
     """(mean, low, high, n) over the finite values; a 95 % percentile bootstrap of the mean."""
+    from analysis.blocks import bootstrap_mean
+
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return np.nan, np.nan, np.nan, 0
-    boot = v[np.random.default_rng(seed).integers(0, v.size, (N_BOOT, v.size))].mean(axis=1)
-    return float(v.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)), int(v.size)
+    return (*bootstrap_mean(v, n_boot=N_BOOT, seed=seed), int(np.isfinite(v).sum()))
 
 
 def crossings(run: dict, level=LEVEL) -> dict:
@@ -240,22 +237,17 @@ def figure(decay: dict, control: dict, m: dict, out_dir) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
-    parser.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "grokking_two_layer"))
-    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from analysis.blocks import results_arguments, write_blocks
     from dynsim.kinds import ensure_run
 
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
+    args = results_arguments(__doc__, ROOT, argv, figures="docs/figures/grokking_two_layer")
+    runs = args.runs
     data = {}
     for name in RUNS + ONE_LAYER_RUNS:
         data[name] = read_run(ensure_run(ROOT / "data" / "configs" / f"{name}.toml", runs / f"{name}.h5"))
     m = measure(data[RUNS[0]], data[RUNS[1]])
     one_layer = measure(data[ONE_LAYER_RUNS[0]], data[ONE_LAYER_RUNS[1]])
-    from analysis.blocks import write_blocks
 
     write_blocks(args.results, {"grokking": markdown(m),
                                 "grokking_one_layer": markdown(one_layer, "grokking_one_layer", ONE_LAYER_RUNS,
