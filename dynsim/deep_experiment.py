@@ -60,7 +60,13 @@ class DeepRecord(RecordSchedule):
                                                      "classification of noise", minimum=0.0, maximum=1.0)
 
 
-_SECTIONS = {"run": RunSpec, "model": DeepMLP, "task": ClassificationTask, "training": TrainerSpec,
+@dataclasses.dataclass(frozen=True)
+class DeepTraining(TrainerSpec):
+    """[training] of the deep MLP: every trainer's keys; its discrete step (``integrators.deep``) clips."""
+    CLIPS = True
+
+
+_SECTIONS = {"run": RunSpec, "model": DeepMLP, "task": ClassificationTask, "training": DeepTraining,
              "record": DeepRecord}
 
 
@@ -69,7 +75,7 @@ class DeepConfig(TablesConfig):
     run: RunSpec = dataclasses.field(default_factory=RunSpec)
     model: DeepMLP = dataclasses.field(default_factory=DeepMLP)
     task: ClassificationTask = dataclasses.field(default_factory=ClassificationTask)
-    training: TrainerSpec = dataclasses.field(default_factory=lambda: TrainerSpec(loss="softmax_cross_entropy"))
+    training: DeepTraining = dataclasses.field(default_factory=lambda: DeepTraining(loss="softmax_cross_entropy"))
     record: DeepRecord = dataclasses.field(default_factory=DeepRecord)
 
     KIND = "mlp"

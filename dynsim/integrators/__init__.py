@@ -8,7 +8,12 @@ The contract every integrator follows:
   its Philox sample draws: for the simple network ``discrete.single_sample_step`` / ``batch_step``
   (one output) and ``discrete_step_outputs`` (M outputs), for the deep MLP ``deep.deep_discrete_step``,
   and the SDE schemes in ``sde.py``; each returns False when the loss gradient was not finite;
-* ``TrainerSpec.kernel_arrays()`` packs the validated options into the plain arrays the steps take.
+* ``TrainerSpec.kernel_arrays()`` packs the validated options into the plain arrays the steps take
+  (a new option's position is appended, ``TF_CLIP_NORM``, so that the earlier ones keep theirs).
+
+An option that only some steps implement (``clip_norm``: the deep MLP's discrete step) is refused by
+``check()`` for every kind whose ``[training]`` section does not declare it (``CLIPS``), rather than
+silently ignored by the steps that do not read it.
 
 A new trainer is therefore one entry in ``INTEGRATORS``, a step for each kind of model it should
 train, the choice of that step where the kind's advance kernel is picked (``engine.cpu.advance_kernel``
@@ -34,6 +39,8 @@ from ..spec import Section, option
 # Positions in the packed ``trainer_ints`` / ``trainer_floats`` arrays.
 TI_METHOD, TI_BATCH, TI_SAMPLING, TI_LOSS, TI_NOISE, TI_SCHEME, TI_N_XI = range(7)
 TF_ETA, TF_TEMPERATURE, TF_WEIGHT_DECAY, TF_NOISE_STD, TF_DT, TF_SQRT_DT, TF_NOISE_COEF = range(7)
+# Appended, not inserted: every earlier position keeps its meaning in every kernel that reads the array.
+TF_CLIP_NORM = 7
 
 SAMPLING = {"full": 0, "with_replacement": 1, "without_replacement": 2}
 
@@ -126,6 +133,18 @@ class TrainerSpec(Section):
     dt: float = option(None, "float", "sde only: integration time step (default: eta, so that step k of SGD "
                                       "and step k of the SDE are at the same time t = k eta)",
                        minimum=0.0, exclusive_minimum=True, optional=True)
+    # None (omitted from the config's text) when off, so that configs without the key keep their digests;
+    # 0 is read as off too (check() turns it into None), so that it has the same digest as no key.
+    clip_norm: float = option(None, "float", "clip the loss gradient of each step to this global L2 norm: "
+                                             "g <- g min(1, clip_norm / |g|), before weight decay and noise "
+                                             "(default, or 0: off; the mlp kind's gd, sgd and langevin only)",
+                              minimum=0.0, optional=True)
+
+    #: whether the kind whose [training] this is clips (its step implements TF_CLIP_NORM); only the deep
+    #: MLP's discrete step does, so every other kind refuses clip_norm instead of silently ignoring it
+    CLIPS = False
+    CLIP_SUPPORT = "gradient clipping is implemented for the deep MLP only (model.kind = 'mlp', method 'gd', " \
+                   "'sgd' or 'langevin')"
 
     @property
     def integrator(self) -> Integrator:
@@ -148,6 +167,14 @@ class TrainerSpec(Section):
         return self.eta
 
     def check(self):
+        if self.clip_norm == 0.0:
+            object.__setattr__(self, "clip_norm", None)
+        if self.clip_norm is not None and not self.CLIPS:
+            self.fail("clip_norm", f"got {self.clip_norm}; {self.CLIP_SUPPORT}: the trainers of this model.kind "
+                                   "do not clip, remove it")
+        if self.clip_norm is not None and self.method == "sde":
+            self.fail("clip_norm", f"got {self.clip_norm} with method = 'sde'; {self.CLIP_SUPPORT}: remove it, "
+                                   "or use a discrete trainer")
         if self.method == "gd" and self.batch_size is not None:
             self.fail("batch_size", f"got {self.batch_size}; gd always uses the whole training set: "
                                     "remove batch_size or use method = 'sgd'")
@@ -223,8 +250,8 @@ class TrainerSpec(Section):
         else:
             noise_coef = math.sqrt(2.0 * self.temperature)
         floats = np.array([self.eta, self.temperature, self.weight_decay,
-                           math.sqrt(2.0 * self.eta * self.temperature), dt, math.sqrt(dt), noise_coef],
-                          dtype=np.float64)
+                           math.sqrt(2.0 * self.eta * self.temperature), dt, math.sqrt(dt), noise_coef,
+                           self.clip_norm or 0.0], dtype=np.float64)
         return ints, floats
 
     def attributes(self, n_train: int) -> dict:
@@ -236,4 +263,6 @@ class TrainerSpec(Section):
                    time_step=self.time_step, time_unit="t = step * time_step")
         if self.method == "sde":
             out.update(noise=self.noise, scheme=self.scheme, dt=self.time_step)
+        if self.clip_norm is not None:  # only when set: the attributes of a run without it stay as they were
+            out.update(clip_norm=self.clip_norm)
         return out

@@ -5,7 +5,9 @@ simple network's steps (``discrete.py``, ``sde.py``); only the gradient differs 
 cross-entropy of K logits, backpropagated through L layers):
 
 * ``deep_discrete_step``: GD, SGD (with or without replacement), Langevin:
-  theta <- (1 - eta lambda) theta - eta g_batch + sqrt(2 eta T) xi;
+  theta <- (1 - eta lambda) theta - eta g_batch + sqrt(2 eta T) xi, where ``training.clip_norm`` = c > 0
+  first rescales the loss gradient to g_batch min(1, c / |g_batch|) (global L2 norm, the rule of
+  ``torch.nn.utils.clip_grad_norm_``; weight decay and noise are not clipped);
 * ``deep_sde_step``: d theta = -(grad L + lambda theta) dt + B dW with the ``sde.py`` schemes and
   noises. For the SGD noise, sum_mu xi_mu g_mu is a second backward pass per sample with its own
   output error (one forward pass serves both); ``sde.finish_drift_noise`` centres and scales it.
@@ -15,7 +17,7 @@ import math
 from numba import njit
 
 from ..models.deep import L_FAN_OUT, L_OUT, backward, forward, sample_gradient, softmax_loss
-from . import TF_DT, TF_SQRT_DT, TI_BATCH, TI_N_XI, TI_NOISE, TI_SAMPLING, TI_SCHEME
+from . import TF_CLIP_NORM, TF_DT, TF_SQRT_DT, TI_BATCH, TI_N_XI, TI_NOISE, TI_SAMPLING, TI_SCHEME
 from .discrete import _FULL, apply_update, batch_member
 from .sde import (NOISE_SGD, W_ACC, W_DRIFT, W_NOISE, W_POINT, fill_step_normals, finish_drift_noise,
                   scheme_stage, scheme_stages)
@@ -38,8 +40,27 @@ def deep_discrete_step(theta, x, labels, layers, act, ti, tf, seed, replica, ste
         loss_sum += sample_gradient(theta, x[mu], labels[mu], layers, act, pre, post, delta, prob, coef, g)
     if not math.isfinite(loss_sum):
         return False
+    if tf[TF_CLIP_NORM] > 0.0:
+        clip_gradient(g, tf[TF_CLIP_NORM])
     apply_update(theta, g, theta.shape[0], tf, seed, replica, step)
     return True
+
+
+@njit(cache=True, error_model="numpy")
+def clip_gradient(g, clip_norm):
+    """g <- g min(1, clip_norm / |g|) in place; returns |g| before clipping.
+
+    A gradient at or below the bound is left untouched (not multiplied by 1.0), so that clipping that
+    does not bite leaves the step bit-identical to the unclipped one."""
+    total = 0.0
+    for j in range(g.shape[0]):
+        total += g[j] * g[j]
+    norm = math.sqrt(total)
+    if norm > clip_norm:
+        scale = clip_norm / norm
+        for j in range(g.shape[0]):
+            g[j] *= scale
+    return norm
 
 
 @njit(cache=True, error_model="numpy")
