@@ -87,3 +87,49 @@ def test_block_from_a_small_merged_sweep_matches_its_files(script, tmp_path):
     text = script.markdown({"gaussian": g})
     assert_tables_complete(text)
     assert text.count("| sample-space basin | + |") == 1 and "Test-accuracy optimum" in text
+
+
+EXTENSION_TOML = SWEEP_TOML.replace('mode = "grid"\n[axes]\n"model.depth" = [1, 2]\n"model.width" = [4, 12]\n', """
+[[points]]
+"model.depth" = 3
+"model.width" = 2
+[[points]]
+"model.depth" = 1
+"model.width" = 2
+"training.eta" = 500.0
+[[points]]
+"model.depth" = 4
+"model.width" = 4
+""").replace('output = "grid"', 'output = "wide"').replace("steps = 150", "steps = 150\non_divergence = \"freeze\"")
+
+
+def test_the_extension_is_merged_into_one_grid_with_its_unrun_points_listed(script, tmp_path):
+    """The reduced grid's merged file and an extension's finished points, read as one grid: the configurations
+    of both, sorted; a point that diverged under freeze kept with its finite replicas; the declared point
+    never run listed as missing; and a configuration in both files refused."""
+    from dynsim.kinds import make_runner
+    from dynsim.sweep import load_sweep
+
+    (tmp_path / "a").mkdir()
+    original = merged_sweep(tmp_path / "a", SWEEP_TOML)
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "wide.toml").write_text(EXTENSION_TOML)
+    sweep = load_sweep(folder / "wide.toml")
+    assert [p.values["model.depth"] for p in sweep.points] == [3, 1, 4]
+    for point in sweep.points[:2]:  # the third is declared and not run: a sweep stopped early
+        make_runner(point.config).run(sweep.point_path(point), progress=False)
+    extension = script.merge_points(folder / "wide.toml")
+    g = script.grid([original, extension])
+    assert g["configs"] == [(1, 2), (1, 4), (1, 12), (2, 4), (2, 12), (3, 2)]
+    assert g["missing"] == [(4, 4)]
+    diverged = np.isnan(g["accuracy_test"][0])
+    assert 0 < diverged.sum() and np.isfinite(g["accuracy_test"][1:]).all()
+    assert g["accuracy_test"].shape == (6, 3) and g["basin_weight"].shape == (6, 3)
+    assert script.grid(original)["configs"] == [(1, 4), (1, 12), (2, 4), (2, 12)]  # one file reads as before
+    text = script.markdown({"gaussian": g})
+    assert_tables_complete(text)
+    assert "Declared in the sweeps but not run (yet): depth 4, width 4." in text
+    assert f"depth 1, width 2: {diverged.sum()} of 3" in text
+    with pytest.raises(ValueError, match="depth 1, width 4"):
+        script.grid([original, original])

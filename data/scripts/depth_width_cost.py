@@ -7,7 +7,9 @@ For a few (depth, width) shapes per task, runs the base config of ``data/configs
 2 cores) at two step counts, in one process after a warm-up run (a sweep's worker loads the compiled
 kernels once, not once per point). The difference of the two times over the difference of the steps is
 the cost of one replica-step; the rest is the cost of a run's fixed part (data, the 6 records with their
-basins and mode allocations, the file). Writes the measured times to ``--out`` (JSON);
+basins and mode allocations, the file). Times are the process's CPU time (``seconds``; the wall time of
+a run on a core of its own, robust to the other work of a shared machine), with the wall time beside
+them (``wall_seconds``). Writes the measured times to ``--out`` (JSON);
 ``depth_width_predictors.py`` fits the cost law to them and writes the cost table of the full grid into
 its block.
 """
@@ -54,9 +56,9 @@ def _seconds(config) -> float:
     from dynsim.kinds import make_runner
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start = time.process_time(), time.perf_counter()
         result = make_runner(config).run(Path(tmp) / "run.h5", progress=False)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start[0], time.perf_counter() - start[1]
     if not result.ok:
         raise RuntimeError(f"timing run failed: {result.message}")
     return elapsed
@@ -69,13 +71,12 @@ def measure(task: str, shapes=SHAPES) -> list[dict]:
     for depth, width in shapes:
         p = n_params(task, depth, width)
         extra = int(min(4000, max(100, TARGET_SECONDS * 3e9 / (6 * batch * p))))
-        times = []
-        for steps in (FIRST_STEPS, FIRST_STEPS + extra):
-            times.append(_seconds(shape_config(task, depth, width, steps)))
+        cpu, wall = zip(*[_seconds(shape_config(task, depth, width, steps))
+                          for steps in (FIRST_STEPS, FIRST_STEPS + extra)])
         rows.append(dict(task=task, depth=depth, width=width, n_params=p, steps=[FIRST_STEPS, FIRST_STEPS + extra],
-                         seconds=times))
-        print(f"{task} depth {depth} width {width}: {p} parameters, {times[0]:.2f} s at {FIRST_STEPS} steps, "
-              f"{times[1]:.2f} s at {FIRST_STEPS + extra}", file=sys.stderr)
+                         seconds=list(cpu), wall_seconds=list(wall)))
+        print(f"{task} depth {depth} width {width}: {p} parameters, {cpu[0]:.2f} s CPU ({wall[0]:.2f} s wall) at "
+              f"{FIRST_STEPS} steps, {cpu[1]:.2f} s ({wall[1]:.2f} s) at {FIRST_STEPS + extra}", file=sys.stderr)
     return rows
 
 
@@ -97,7 +98,6 @@ def main(argv=None) -> int:
     if os.environ.get("NUMBA_NUM_THREADS") != "1":  # must be set before numba is imported: rerun so
         os.environ["NUMBA_NUM_THREADS"] = "1"
         os.execv(sys.executable, [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])])
-    sys.path.insert(0, str(ROOT))
     load_before = os.getloadavg()[0]
     rows = [row for task in args.tasks for row in measure(task)]
     out = Path(args.out)
