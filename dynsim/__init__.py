@@ -9,7 +9,7 @@ from .version import __version__
 
 #: code that compiles kernels or sets how they compile: a decorator line, or a call of njit / cuda.jit
 #: (this module's own mention of them is neither)
-_DEFINES_KERNELS = re.compile(rb"^[ \t]*@(njit|replica_kernel|cuda\.jit)\b|\b(njit|cuda\.jit)\(", re.MULTILINE)
+_DEFINES_KERNELS = re.compile(rb"^[ \t]*@(njit|replica_kernel|cuda\.jit|intrinsic)\b|\b(njit|cuda\.jit)\(", re.MULTILINE)
 
 
 def _source_keyed_numba_cache() -> None:

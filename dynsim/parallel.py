@@ -52,14 +52,14 @@ def _types(args) -> tuple:
 _CALLED = set()  # (kernel, argument types) already called once in this process
 
 
-def over_replicas(kernel, replicas: int, *args) -> None:
-    """``kernel(r0, r1, *args)`` for every block of ``range(replicas)``, one block per thread.
+def over_replicas(kernel, replicas: int, *args, start: int = 0) -> None:
+    """``kernel(r0, r1, *args)`` for every block of ``range(start, replicas)``, one block per thread.
 
     The first block runs on the calling thread, and alone the first time the kernel is called with
     these argument types in this process (so that it compiles, or loads from the cache, once and
     here); an exception in any block is raised here after every block has ended.
     """
-    parts = blocks(replicas, thread_count()) if replicas > 0 else []
+    parts = [(start + r0, start + r1) for r0, r1 in blocks(replicas - start, thread_count())] if replicas > start else []
     key = (kernel, _types(args))
     if parts and key not in _CALLED:
         with warnings.catch_warnings():

@@ -116,10 +116,15 @@ class SimpleKind(TimeSteppedKind):
                             "feature_spectrum", "effective_rank", "participation_ratio", "input_grad_norm",
                             "flip_distance", "output"]
         sgd, gd = dict(method="sgd", batch_size=1), dict(method="gd")
-        plan = [_merge(base, training=training, record=dict(observables=every_observable))
+        # single-sample SGD on 9 replicas: whole blocks in SIMD lanes (4 float64 or 8 float32 replicas
+        # each) and one replica beyond them, so both of its kernels compile
+        blocks = dict(seed=1, replicas=9, steps=4)
+        plan = [_merge(base, training=training, record=dict(observables=every_observable),
+                       run=blocks if training is sgd else base["run"])
                 for training in (sgd, gd, dict(method="sde", noise="langevin", temperature=0.01))]
         # float32 runs advance in float32 and measure in float64 (the kernels above)
-        plan += [_merge(base, run=dict(precision="float32"), training=training) for training in (sgd, gd)]
+        plan += [_merge(base, run=dict(blocks, precision="float32") if training is sgd else dict(precision="float32"),
+                        training=training) for training in (sgd, gd)]
         plan.append(_merge(base, record=dict(two_time_waits=1, two_time_lags=1)))
         plan.append(_merge(base, model=dict(outputs=2), task=dict(kind="encoding"),
                            training=dict(method="sgd", batch_size=1),

@@ -117,6 +117,10 @@ def test_over_replicas_runs_every_block_and_raises_a_block_error(monkeypatch):
     over_replicas(kernel, 10, seen)
     assert seen.tolist() == [1] * 10
 
+    tail = np.zeros(10, dtype=int)
+    over_replicas(kernel, 10, tail, start=4)  # the replicas 4..9 only, still cut into one block per thread
+    assert tail.tolist() == [0] * 4 + [1] * 6
+
     def failing(r0, r1):
         if r0 > 0:
             raise ValueError(f"block {r0}")

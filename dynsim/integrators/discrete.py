@@ -14,9 +14,11 @@ import math
 
 from numba import njit
 
+from .. import simd
 from ..losses import loss_derivative
 from ..models.multi import add_gradient_outputs, forward_outputs
-from ..models.simple import MI_DIM, MI_OUTPUTS, add_gradient, descend_single_sample, forward
+from ..models.simple import (MF_OUTPUT_SCALE, MI_DIM, MI_INPUT_DIM, MI_OFF_C, MI_OUTPUTS, add_gradient,
+                             descend_lanes, descend_single_sample, forward, forward_lanes, lanes_supported)
 from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
 from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
 
@@ -101,6 +103,57 @@ def single_sample_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, p
     if noise > 0.0:
         _add_noise(theta, mi[MI_DIM], noise, seed, replica, step)
     return True
+
+
+def lanes_step_supported(mi, ti, tf) -> bool:
+    """True when ``single_sample_step_lanes`` serves the model and trainer: single-sample SGD without
+    Langevin noise (whose draws are per parameter) on a model of ``models.simple.lanes_supported``."""
+    return is_single_sample(ti) and tf[TF_NOISE_STD] == 0.0 and lanes_supported(mi)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def single_sample_step_lanes(block, xs, h, x, y, mi, mf, ti, tf, seed, first_replica, step, mu, perm, perm_epoch):
+    """``single_sample_step`` for the replicas first_replica + l in the lanes l of ``block`` (layout in
+    ``models.simple``); returns 0, or a bit mask of the lanes whose loss gradient was not finite, in
+    which case no lane has moved."""
+    lanes = simd.lane_count(block)
+    n_train, n_in, off_c = x.shape[0], mi[MI_INPUT_DIM], mi[MI_OFF_C]
+    sampling, loss_code = ti[TI_SAMPLING], ti[TI_LOSS]
+    eta = tf[TF_ETA]
+    decay = block.dtype.type(1.0 - eta * tf[TF_WEIGHT_DECAY])
+    scale = mf[MF_OUTPUT_SCALE]
+    if sampling == _WITH_REPLACEMENT:  # the common case without the views below (their reference counts cost)
+        for lane in range(lanes):
+            mu[lane] = index_at(seed, first_replica + lane, STREAM_BATCH, step, 0, n_train)
+    else:
+        for lane in range(lanes):
+            mu[lane] = _sample_index(seed, first_replica + lane, step, 0, 1, n_train, sampling, perm[lane],
+                                     perm_epoch[lane:lane + 1])
+    for d in range(n_in):
+        xd = simd.zeros(xs)
+        for lane in range(lanes):
+            xd = simd.with_lane(xd, lane, x[mu[lane], d])
+        simd.store(xs, d * lanes, xd)
+    f = forward_lanes(block, xs, h, mi, mf)
+    step_coef = f  # eta * l' per lane, in float64 as in the scalar step
+    cs = simd.zeros(block)
+    failed = 0
+    for lane in range(lanes):
+        f_lane = simd.lane(f, lane)
+        if off_c >= 0:
+            f_lane += block[off_c * lanes + lane]
+        dl = loss_derivative(f_lane, y[mu[lane]], loss_code)
+        if not math.isfinite(dl):
+            failed |= 1 << lane
+        step_coef = simd.with_lane(step_coef, lane, eta * dl)
+        cs = simd.with_lane(cs, lane, block.dtype.type((eta * dl) * scale))
+    if failed:
+        return failed
+    descend_lanes(block, xs, h, mi, cs, decay)
+    if off_c >= 0:
+        for lane in range(lanes):
+            block[off_c * lanes + lane] = decay * block[off_c * lanes + lane] - simd.lane(step_coef, lane)
+    return 0
 
 
 @njit(cache=True, error_model="numpy", inline="always")

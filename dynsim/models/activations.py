@@ -11,6 +11,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .. import simd
+
 # Compiled with error_model="numpy": a division by zero gives inf/nan (caught by the divergence
 # check) instead of raising, which removes a branch per division and lets loops vectorise.
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "erf": 4, "softplus": 5}
@@ -236,3 +238,89 @@ def derivative_layer(z, h, n, code):
 def _derivative_layer_other(z, h, n, code):
     for i in range(n):
         z[i] = derivative_from_value(z[i], h[i], code)
+
+
+# --- the same activations on SIMD vectors (``dynsim.simd``): lane by lane bit for bit the scalar ones ---
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _fast_tanh_lanes64(z):
+    """``fast_tanh`` of every lane, operation for operation (so bit for bit)."""
+    def c(value):
+        return simd.splat(value, z)
+    a = simd.minimum(simd.absolute(z), c(19.0))
+    y = a * c(2.0 / 64.0)
+    y2 = y * y
+    y4 = y2 * y2
+    y8 = y4 * y4
+    q0 = (c(_E2) + c(_E3) * y) + (c(_E4) + c(_E5) * y) * y2
+    q1 = (c(_E6) + c(_E7) * y) + (c(_E8) + c(_E9) * y) * y2
+    q2 = (c(_E10) + c(_E11) * y) + (c(_E12) + c(_E13) * y) * y2
+    q3 = (c(_E14) + c(_E15) * y) + (c(_E16) + c(_E17) * y) * y2
+    e = y + ((q0 + q1 * y4) + (q2 + q3 * y4) * y8) * y2
+    two = c(2.0)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    t = e / (e + two)
+    return simd.where_nonnegative(z, t, simd.negative(t))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _fast_tanh_lanes32(z):
+    """``fast_tanh32`` of every lane, operation for operation."""
+    def c(value):
+        return simd.splat(value, z)
+    a = simd.minimum(simd.absolute(z), c(_F_CLAMP))
+    y = a * c(_F_SCALE)
+    y2 = y * y
+    y4 = y2 * y2
+    e = y + (((c(_F2) + c(_F3) * y) + (c(_F4) + c(_F5) * y) * y2) + ((c(_F6) + c(_F7) * y) + c(_F8) * y2) * y4) * y2
+    two = c(_F_TWO)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    t = e / (e + two)
+    return simd.where_nonnegative(z, t, simd.negative(t))
+
+
+def fast_tanh_lanes(z):
+    """tanh of every lane of a ``simd`` vector: ``fast_tanh`` (float64) or ``fast_tanh32`` (float32)."""
+    raise NotImplementedError("fast_tanh_lanes runs compiled only")
+
+
+@overload(fast_tanh_lanes, target="generic", inline="always", jit_options=dict(error_model="numpy"))
+def _fast_tanh_lanes_compiled(z):
+    if z.dtype == types.float32:
+        return lambda z: _fast_tanh_lanes32(z)
+    return lambda z: _fast_tanh_lanes64(z)
+
+
+# The activations with a SIMD form; the others run the scalar kernels.
+LANE_ACTIVATIONS = (TANH, RELU, LINEAR)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def activate_lanes(z, code):
+    """sigma of every lane for the codes of ``LANE_ACTIVATIONS`` (relu: ``max(z, 0.0)``, as ``activate_layer``)."""
+    if code == TANH:
+        return fast_tanh_lanes(z)
+    if code == RELU:
+        return simd.maximum(z, simd.splat(0.0, z))
+    return z
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def derivative_lanes(h, code):
+    """sigma' of every lane from h = sigma(z), as ``derivative_layer`` (relu: z > 0 exactly where h > 0)."""
+    one = simd.splat(1.0, h)
+    if code == TANH:
+        return one - h * h
+    if code == RELU:
+        return simd.where_positive(h, one, simd.splat(0.0, h))
+    return one
