@@ -289,3 +289,4 @@ def lane_count(typingctx, array):
     def codegen(context, builder, sig, args):
         return ir.Constant(ir.IntType(64), lanes)
     return signature(types.int64, array), codegen
+

@@ -8,7 +8,7 @@ import pytest
 from numba import njit
 
 from dynsim import simd
-from dynsim.engine.cpu import _advance_single_sample
+from dynsim.engine.cpu import advance_kernel
 from dynsim.integrators.discrete import lanes_step_supported
 from dynsim.models.activations import fast_tanh_lanes, tanh_layer
 from dynsim.simple_experiment import Simulation
@@ -85,6 +85,7 @@ def test_vector_operations_are_the_scalar_ones_lane_by_lane():
 
 def _scalar_advance(sim, params, steps):
     """The one-replica kernel the lane-blocked one replaces, on the same arrays."""
+
     cfg = sim.config
     x = np.ascontiguousarray(sim.data.x_train, dtype=params.dtype)
     y = np.ascontiguousarray(sim.data.y_train, dtype=params.dtype).reshape(-1)
@@ -92,7 +93,7 @@ def _scalar_advance(sim, params, steps):
     ti, tf = cfg.training.kernel_arrays(x.shape[0])
     status = np.zeros(params.shape[0], dtype=np.int8)
     failed = np.full(params.shape[0], -1, dtype=np.int64)
-    _advance_single_sample(0, params.shape[0], params, x, y, mi, mf, ti, tf, np.uint64(cfg.run.seed), 0, steps, status,
+    advance_kernel(mi, ti)(0, params.shape[0], params, x, y, mi, mf, ti, tf, np.uint64(cfg.run.seed), 0, steps, status,
                            failed)
     return status, failed
 
@@ -118,11 +119,21 @@ LANE_CASES = {
 }
 
 
+TRAINERS = {
+    "sgd B=1": dict(method="sgd", batch_size=1),
+    "sgd B=3": dict(method="sgd", batch_size=3),
+    "gd": dict(method="gd", batch_size=None),
+    "langevin B=1": dict(method="langevin", batch_size=1, temperature=0.01),
+    "langevin full batch": dict(method="langevin", batch_size=None, temperature=0.01),
+}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
 @pytest.mark.parametrize("case", LANE_CASES)
-def test_lane_blocked_sgd_is_the_one_replica_kernel_bit_for_bit(case):
+def test_lane_blocked_steps_are_the_one_replica_kernels_bit_for_bit(case, trainer):
     sections = {name: dict(values) for name, values in LANE_CASES[case].items()}
     sections.setdefault("run", {}).setdefault("replicas", 9)
-    sections.setdefault("training", {}).update(batch_size=1)
+    sections["training"] = {**sections.get("training", {}), **TRAINERS[trainer]}
     sim = Simulation(small_config(**sections))
     cfg = sim.config
     mi, _ = cfg.model.kernel_arrays()
@@ -130,8 +141,8 @@ def test_lane_blocked_sgd_is_the_one_replica_kernel_bit_for_bit(case):
     assert lanes_step_supported(mi, ti, tf)  # the case does take the lane-blocked path
     theta0 = sim.initial_params()
     lanes, scalar = theta0.copy(), theta0.copy()
-    assert not _lanes_advance(sim, lanes, 60)[0].any()
-    _scalar_advance(sim, scalar, 60)
+    assert not _lanes_advance(sim, lanes, 40)[0].any()
+    _scalar_advance(sim, scalar, 40)
     assert lanes.tobytes() == scalar.tobytes()
     assert not np.array_equal(lanes, theta0)
 
@@ -144,11 +155,12 @@ def test_lane_blocked_sgd_follows_the_numpy_replay():
     np.testing.assert_allclose(theta, _numpy_replay(sim, theta0, 25), rtol=FLOAT_RTOL, atol=1e-13)
 
 
-def test_a_diverging_replica_stops_alone_as_in_the_one_replica_kernel():
+@pytest.mark.parametrize("trainer", ["sgd B=1", "gd"])
+def test_a_diverging_replica_stops_alone_as_in_the_one_replica_kernel(trainer):
     """Replica 1 of the first block starts with an output weight large enough that its loss gradient
     overflows at once: it stops at step 0 with its parameters untouched; the three others of its block
     go on one by one from there, and every replica ends as the one-replica kernel leaves it."""
-    sim = Simulation(small_config(run=dict(replicas=8), model=dict(width=8), training=dict(batch_size=1)))
+    sim = Simulation(small_config(run=dict(replicas=8), model=dict(width=8), training=TRAINERS[trainer]))
     theta0 = sim.initial_params()
     theta0[1, sim.config.model.offsets()["a"]:] = 1e308  # sum_i a_i h_i overflows
     lanes, scalar = theta0.copy(), theta0.copy()

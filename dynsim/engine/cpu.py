@@ -11,8 +11,8 @@ from numba import njit
 from ..integrators import SDE_CODE, TI_METHOD, TI_N_XI, TI_SAMPLING
 from ..integrators.deep import deep_discrete_step, deep_sde_step
 from .. import simd
-from ..integrators.discrete import (batch_step, discrete_step_outputs, is_single_sample, lanes_step_supported,
-                                   single_sample_step, single_sample_step_lanes)
+from ..integrators.discrete import (batch_step, batch_step_lanes, discrete_step_outputs, is_single_sample,
+                                   lanes_step_supported, single_sample_step, single_sample_step_lanes)
 from ..integrators.sde import WORK_ROWS, sde_step
 from ..models.deep import L_FAN_OUT, L_OUT
 from ..models.simple import MI_DIM, MI_INPUT_DIM, MI_OUTPUTS, MI_WIDTH
@@ -61,73 +61,114 @@ def _advance_single_sample(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, s
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
 
 
-# Plain njit, not ``replica_kernel``: through the parallel pipeline this kernel's vector code ran at 0.6x.
+@njit(cache=True, error_model="numpy", inline="always")
+def _enter_block(params, first, block, status, s0, resume):
+    """Copy the replicas first.. of a block into its lanes; False (and every live one handed back from
+    s0) when one of them is not live."""
+    lanes = simd.lane_count(block)
+    live = True
+    for lane in range(lanes):
+        live = live and status[first + lane] == STATUS_OK
+    if not live:
+        for lane in range(lanes):
+            if status[first + lane] == STATUS_OK:
+                resume[first + lane] = s0
+        return False
+    for j in range(params.shape[1]):
+        for lane in range(lanes):
+            block[j * lanes + lane] = params[first + lane, j]
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _leave_block(params, first, block, failed, s, s1, status, failed_step, resume):
+    """Copy the lanes back; flag the lanes of the bit mask ``failed`` as diverged at step s and hand the
+    others back from s, or, after a whole run (failed = 0), flag the non-finite ones."""
+    lanes = simd.lane_count(block)
+    dim = params.shape[1]
+    for j in range(dim):
+        for lane in range(lanes):
+            params[first + lane, j] = block[j * lanes + lane]
+    for lane in range(lanes):
+        if failed & (1 << lane):
+            status[first + lane] = STATUS_NONFINITE
+            failed_step[first + lane] = s
+        elif failed:
+            resume[first + lane] = s
+        else:
+            _flag_nonfinite(params[first + lane], dim, first + lane, s1, status, failed_step)
+
+
+# The lane-blocked kernels advance the blocks b0..b1 of L replicas (b L .. b L + L - 1, L =
+# ``simd.lane_count``), each block in the lanes of SIMD vectors (``integrators.discrete``'s
+# ``*_lanes`` steps). A block with a replica that is not live, or in which a replica diverges, is
+# handed back: its parameters are written back as they are at that step, the diverged replicas
+# flagged, and every other live replica gets ``resume[r]`` = the step from which the one-replica
+# kernel continues it. Plain njit, not ``replica_kernel``: through the parallel pipeline their
+# vector code ran at 0.6x.
 @njit(cache=True, error_model="numpy", nogil=True)
 def _advance_single_sample_lanes(b0, b1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step, resume):
-    """``_advance_single_sample`` for the blocks b0..b1 of L replicas (b L .. b L + L - 1), each block in
-    the lanes of SIMD vectors (``integrators.discrete.single_sample_step_lanes``; L = ``simd.lane_count``).
-
-    A block with a replica that is not live, or in which a replica diverges, is handed back: its
-    parameters are written back as they are at that step, the diverged replicas flagged, and every
-    other live replica gets ``resume[r]`` = the step from which ``_advance_single_sample`` continues it.
-    """
+    """``_advance_single_sample`` by blocks of replicas in SIMD lanes."""
     lanes = simd.lane_count(params[0])
-    width, dim, n_in, n_train = mi[MI_WIDTH], mi[MI_DIM], mi[MI_INPUT_DIM], x.shape[0]
-    n_perm = n_train if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
-    block = np.empty(dim * lanes, dtype=params.dtype)
-    xs = np.empty(n_in * lanes, dtype=params.dtype)
-    h = np.empty(width * lanes, dtype=params.dtype)
+    n_perm = x.shape[0] if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    block = np.empty(params.shape[1] * lanes, dtype=params.dtype)
+    xs = np.empty(mi[MI_INPUT_DIM] * lanes, dtype=params.dtype)
+    h = np.empty(mi[MI_WIDTH] * lanes, dtype=params.dtype)
     mu = np.empty(lanes, dtype=np.int64)
     perm = np.empty((lanes, n_perm), dtype=np.int64)
     perm_epoch = np.empty(lanes, dtype=np.int64)
     for b in range(b0, b1):
         first = b * lanes
-        live = True
-        for lane in range(lanes):
-            live = live and status[first + lane] == STATUS_OK
-        if not live:
-            for lane in range(lanes):
-                if status[first + lane] == STATUS_OK:
-                    resume[first + lane] = s0
+        if not _enter_block(params, first, block, status, s0, resume):
             continue
-        for j in range(dim):
-            for lane in range(lanes):
-                block[j * lanes + lane] = params[first + lane, j]
         perm_epoch[:] = -1  # no epoch permutation drawn yet for these replicas
-        failed = 0
+        failed, s = 0, s0
         for s in range(s0, s1):
             failed = single_sample_step_lanes(block, xs, h, x, y, mi, mf, ti, tf, seed, first, s, mu, perm, perm_epoch)
             if failed:
-                for lane in range(lanes):
-                    if failed & (1 << lane):
-                        status[first + lane] = STATUS_NONFINITE
-                        failed_step[first + lane] = s
-                    else:
-                        resume[first + lane] = s
                 break
-        for j in range(dim):
-            for lane in range(lanes):
-                params[first + lane, j] = block[j * lanes + lane]
-        if not failed:
-            for lane in range(lanes):
-                _flag_nonfinite(params[first + lane], dim, first + lane, s1, status, failed_step)
+        _leave_block(params, first, block, failed, s, s1, status, failed_step, resume)
 
 
-def _advance_lanes(params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
-    """The single-sample SGD steps of every live replica, L at a time in SIMD lanes; the replicas beyond
-    the last whole block, and those a block hands back, continue one by one (``_advance_single_sample``)."""
+@njit(cache=True, error_model="numpy", nogil=True)
+def _advance_batch_lanes(b0, b1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step, resume):
+    """``_advance_batch`` by blocks of replicas in SIMD lanes."""
+    lanes = simd.lane_count(params[0])
+    n_perm = x.shape[0] if ti[TI_SAMPLING] == _WITHOUT_REPLACEMENT else 0
+    block = np.empty(params.shape[1] * lanes, dtype=params.dtype)
+    grad = np.empty(params.shape[1] * lanes, dtype=params.dtype)
+    xs = np.empty(mi[MI_INPUT_DIM] * lanes, dtype=params.dtype)
+    h = np.empty(mi[MI_WIDTH] * lanes, dtype=params.dtype)
+    mu = np.empty(lanes, dtype=np.int64)
+    perm = np.empty((lanes, n_perm), dtype=np.int64)
+    perm_epoch = np.empty(lanes, dtype=np.int64)
+    for b in range(b0, b1):
+        first = b * lanes
+        if not _enter_block(params, first, block, status, s0, resume):
+            continue
+        perm_epoch[:] = -1
+        failed, s = 0, s0
+        for s in range(s0, s1):
+            failed = batch_step_lanes(block, grad, xs, h, x, y, mi, mf, ti, tf, seed, first, s, mu, perm, perm_epoch)
+            if failed:
+                break
+        _leave_block(params, first, block, failed, s, s1, status, failed_step, resume)
+
+
+def _advance_lanes(kernel, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step):
+    """Every live replica advanced by the lane-blocked form of ``kernel``, L at a time; the replicas
+    beyond the last whole block, and those a block hands back, continue one by one in ``kernel``."""
     lanes = simd.LANES[params.dtype]
     replicas = params.shape[0]
     whole = replicas - replicas % lanes
     resume = np.full(replicas, -1, dtype=np.int64)
-    over_replicas(_advance_single_sample_lanes, whole // lanes, params, x, y, mi, mf, ti, tf, seed, s0, s1, status,
+    over_replicas(_LANE_KERNELS[kernel], whole // lanes, params, x, y, mi, mf, ti, tf, seed, s0, s1, status,
                   failed_step, resume)
     if whole < replicas:
-        over_replicas(_advance_single_sample, replicas, params, x, y, mi, mf, ti, tf, seed, s0, s1, status,
-                      failed_step, start=whole)
+        over_replicas(kernel, replicas, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, failed_step, start=whole)
     for r in np.flatnonzero(resume >= 0):
-        over_replicas(_advance_single_sample, r + 1, params, x, y, mi, mf, ti, tf, seed, int(resume[r]), s1, status,
-                      failed_step, start=r)
+        over_replicas(kernel, r + 1, params, x, y, mi, mf, ti, tf, seed, int(resume[r]), s1, status, failed_step,
+                      start=r)
 
 
 @replica_kernel
@@ -151,6 +192,10 @@ def _advance_batch(r0, r1, params, x, y, mi, mf, ti, tf, seed, s0, s1, status, f
                 failed_step[r] = s
                 break
         _flag_nonfinite(theta, dim, r, s1, status, failed_step)
+
+
+# the one-replica kernels that have a lane-blocked form, and that form
+_LANE_KERNELS = {_advance_single_sample: _advance_single_sample_lanes, _advance_batch: _advance_batch_lanes}
 
 
 @replica_kernel
@@ -260,8 +305,8 @@ class CpuBackend:
         # the training data in the parameters' precision (no copy for float64); targets flat [P * M]
         x = np.ascontiguousarray(data.x_train, dtype=params.dtype)
         y = np.ascontiguousarray(data.y_train, dtype=params.dtype).reshape(-1)
-        if kernel is _advance_single_sample and lanes_step_supported(mi, ti, tf):
-            _advance_lanes(params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
+        if kernel in _LANE_KERNELS and lanes_step_supported(mi, ti, tf):
+            _advance_lanes(kernel, params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status, failed_step)
             return
         over_replicas(kernel, params.shape[0], params, x, y, mi, mf, ti, tf, np.uint64(seed), s0, s1, status,
                       failed_step)

@@ -18,7 +18,8 @@ from .. import simd
 from ..losses import loss_derivative
 from ..models.multi import add_gradient_outputs, forward_outputs
 from ..models.simple import (MF_OUTPUT_SCALE, MI_DIM, MI_INPUT_DIM, MI_OFF_C, MI_OUTPUTS, add_gradient,
-                             descend_lanes, descend_single_sample, forward, forward_lanes, lanes_supported)
+                             add_gradient_lanes, descend_lanes, descend_single_sample, forward, forward_lanes,
+                             lanes_supported)
 from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
 from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
 
@@ -106,9 +107,9 @@ def single_sample_step(theta, x, y, mi, mf, ti, tf, seed, replica, step, z, h, p
 
 
 def lanes_step_supported(mi, ti, tf) -> bool:
-    """True when ``single_sample_step_lanes`` serves the model and trainer: single-sample SGD without
-    Langevin noise (whose draws are per parameter) on a model of ``models.simple.lanes_supported``."""
-    return is_single_sample(ti) and tf[TF_NOISE_STD] == 0.0 and lanes_supported(mi)
+    """True when the lane-blocked steps (``single_sample_step_lanes``, ``batch_step_lanes``) serve the
+    model: one of ``models.simple.lanes_supported``, any discrete trainer."""
+    return lanes_supported(mi)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -122,18 +123,7 @@ def single_sample_step_lanes(block, xs, h, x, y, mi, mf, ti, tf, seed, first_rep
     eta = tf[TF_ETA]
     decay = block.dtype.type(1.0 - eta * tf[TF_WEIGHT_DECAY])
     scale = mf[MF_OUTPUT_SCALE]
-    if sampling == _WITH_REPLACEMENT:  # the common case without the views below (their reference counts cost)
-        for lane in range(lanes):
-            mu[lane] = index_at(seed, first_replica + lane, STREAM_BATCH, step, 0, n_train)
-    else:
-        for lane in range(lanes):
-            mu[lane] = _sample_index(seed, first_replica + lane, step, 0, 1, n_train, sampling, perm[lane],
-                                     perm_epoch[lane:lane + 1])
-    for d in range(n_in):
-        xd = simd.zeros(xs)
-        for lane in range(lanes):
-            xd = simd.with_lane(xd, lane, x[mu[lane], d])
-        simd.store(xs, d * lanes, xd)
+    _gather_samples(xs, x, seed, first_replica, step, 0, 1, sampling, mu, perm, perm_epoch)
     f = forward_lanes(block, xs, h, mi, mf)
     step_coef = f  # eta * l' per lane, in float64 as in the scalar step
     cs = simd.zeros(block)
@@ -153,6 +143,95 @@ def single_sample_step_lanes(block, xs, h, x, y, mi, mf, ti, tf, seed, first_rep
     if off_c >= 0:
         for lane in range(lanes):
             block[off_c * lanes + lane] = decay * block[off_c * lanes + lane] - simd.lane(step_coef, lane)
+    _add_noise_lanes(block, mi[MI_DIM], tf[TF_NOISE_STD], seed, first_replica, step)
+    return 0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _gather_samples(xs, x, seed, first_replica, step, b, batch, sampling, mu, perm, perm_epoch):
+    """mu[l] = the b-th sample of replica first_replica + l's batch at ``step``; xs its inputs, lane-minor."""
+    lanes = simd.lane_count(xs)
+    n_train, n_in = x.shape
+    if sampling == _FULL:  # every lane takes sample b: its inputs in every lane, no gather
+        for lane in range(lanes):
+            mu[lane] = b
+        for d in range(n_in):
+            simd.store(xs, d * lanes, simd.splat(x[b, d], simd.zeros(xs)))
+        return
+    if sampling == _WITH_REPLACEMENT:  # without the views below (their reference counts cost)
+        for lane in range(lanes):
+            mu[lane] = index_at(seed, first_replica + lane, STREAM_BATCH, step, b, n_train)
+    else:
+        for lane in range(lanes):
+            mu[lane] = _sample_index(seed, first_replica + lane, step, b, batch, n_train, sampling, perm[lane],
+                                     perm_epoch[lane:lane + 1])
+    for d in range(n_in):
+        xd = simd.zeros(xs)
+        for lane in range(lanes):
+            xd = simd.with_lane(xd, lane, x[mu[lane], d])
+        simd.store(xs, d * lanes, xd)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _add_noise_lanes(block, dim, noise, seed, first_replica, step):
+    """``_add_noise`` of each lane's replica: the same draws added to the same parameters."""
+    if noise > 0.0:
+        lanes = simd.lane_count(block)
+        for lane in range(lanes):
+            for k in range((dim + 1) // 2):
+                xi0, xi1 = normal_pair(seed, first_replica + lane, STREAM_NOISE, step, k)
+                block[2 * k * lanes + lane] += noise * xi0
+                if 2 * k + 1 < dim:
+                    block[(2 * k + 1) * lanes + lane] += noise * xi1
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def batch_step_lanes(block, grad, xs, h, x, y, mi, mf, ti, tf, seed, first_replica, step, mu, perm, perm_epoch):
+    """``batch_step`` for the replicas first_replica + l in the lanes l of ``block``, the batch gradient
+    accumulated in ``grad`` (same layout); returns 0, or a bit mask of the lanes whose summed loss
+    gradient was not finite, in which case no lane has moved."""
+    lanes = simd.lane_count(block)
+    dim, off_c = mi[MI_DIM], mi[MI_OFF_C]
+    n_train = x.shape[0]
+    batch, sampling, loss_code = ti[TI_BATCH], ti[TI_SAMPLING], ti[TI_LOSS]
+    scale = mf[MF_OUTPUT_SCALE]
+    zero = simd.zeros(block)
+    for k in range(0, dim * lanes, lanes):
+        simd.store(grad, k, zero)
+    coef = 1.0 / batch
+    count = n_train if sampling == _FULL else batch
+    dl_sums = simd.widen(zero)
+    for b in range(count):
+        _gather_samples(xs, x, seed, first_replica, step, b, batch, sampling, mu, perm, perm_epoch)
+        f = forward_lanes(block, xs, h, mi, mf)
+        cs = zero
+        for lane in range(lanes):
+            f_lane = simd.lane(f, lane)
+            if off_c >= 0:
+                f_lane += block[off_c * lanes + lane]
+            dl = loss_derivative(f_lane, y[mu[lane]], loss_code)
+            dl_sums = simd.with_lane(dl_sums, lane, simd.lane(dl_sums, lane) + dl)
+            cs = simd.with_lane(cs, lane, block.dtype.type((coef * dl) * scale))
+            if off_c >= 0:
+                grad[off_c * lanes + lane] += coef * dl
+        add_gradient_lanes(block, xs, h, mi, cs, grad)
+    failed = 0
+    for lane in range(lanes):
+        if not math.isfinite(simd.lane(dl_sums, lane)):
+            failed |= 1 << lane
+    if failed:
+        return failed
+    # apply_update lane by lane: theta <- (1 - eta lambda) theta - eta g (in the parameters' precision)
+    eta = tf[TF_ETA]
+    decay = block.dtype.type(1.0 - eta * tf[TF_WEIGHT_DECAY])
+    ev, dv = simd.splat(eta, zero), simd.splat(decay, zero)
+    if decay == 1.0:  # 1 * theta is theta bit for bit
+        for k in range(0, dim * lanes, lanes):
+            simd.store(block, k, simd.load(block, k) - ev * simd.load(grad, k))
+    else:
+        for k in range(0, dim * lanes, lanes):
+            simd.store(block, k, dv * simd.load(block, k) - ev * simd.load(grad, k))
+    _add_noise_lanes(block, dim, tf[TF_NOISE_STD], seed, first_replica, step)
     return 0
 
 

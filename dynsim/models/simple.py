@@ -349,6 +349,25 @@ def _descend_lanes(block, xs, h, mi, cs, decay, decays):
             simd.store(block, k, (dv * b if decays else b) - g)
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def add_gradient_lanes(block, xs, h, mi, cs, grad):
+    """``add_gradient`` for a block of replicas: grad (same layout as block) += each lane's coef * grad f,
+    cs holding coef * output scale per lane in the parameters' precision; the output bias is the caller's."""
+    lanes = simd.lane_count(block)
+    act, n_in, width, off_b, off_a = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A]
+    for i in range(width):
+        hi = simd.load(h, i * lanes)
+        k = (off_a + i) * lanes
+        g = derivative_lanes(hi, act) * (cs * simd.load(block, k))
+        simd.store(grad, k, simd.load(grad, k) + cs * hi)
+        for d in range(n_in):
+            k = (d * width + i) * lanes
+            simd.store(grad, k, simd.load(grad, k) + g * simd.load(xs, d * lanes))
+        if off_b >= 0:
+            k = (off_b + i) * lanes
+            simd.store(grad, k, simd.load(grad, k) + g)
+
+
 # Record-time code (observables, the NTK and response, fragility searches, evaluation) calls these
 # compiled-once copies instead of inlining the forward pass at each of its call sites: the per-step
 # path needs the inlining for speed, everywhere else it only multiplied the cold compile time.
