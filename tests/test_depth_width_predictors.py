@@ -133,3 +133,31 @@ def test_the_extension_is_merged_into_one_grid_with_its_unrun_points_listed(scri
     assert f"depth 1, width 2: {diverged.sum()} of 3" in text
     with pytest.raises(ValueError, match="depth 1, width 4"):
         script.grid([original, original])
+
+
+def test_the_cost_law_recovers_a_known_law_and_the_cost_table_is_complete(script):
+    """Timings made from a known law (per replica-step and per run, each linear in depth and parameters)
+    give that law back, and the table of the full grid marks the measured and the run points."""
+    def params(depth, width):
+        return 40 * width + (depth - 1) * width * width + 10 * width
+
+    step, fixed = np.array([2e-5, 1e-6, 5e-8]), np.array([0.05, 2e-4, 3e-5])
+    rows = []
+    for depth, width in ((1, 2), (1, 512), (4, 32), (16, 128), (64, 8), (100, 2)):
+        x = np.array([1.0, depth, params(depth, width)])
+        rows.append(dict(task="t", depth=depth, width=width, n_params=int(x[2]), steps=[20, 1020],
+                         seconds=[float(fixed @ x + 20 * step @ x), float(fixed @ x + 1020 * step @ x)]))
+    law = script.cost_law(rows)["t"]
+    np.testing.assert_allclose(law["step"], step, rtol=1e-6)
+    np.testing.assert_allclose(law["fixed"], fixed, rtol=1e-6)
+    seconds, measured = script.point_seconds(law, 100, 512, params(100, 512), 4000, 5)
+    x = np.array([1.0, 100, params(100, 512)])
+    assert not measured and seconds == pytest.approx(5 * (4000 * step @ x + fixed @ x))
+    cost = dict(rows=rows, date="today", machine="a test", load_average=[0.0, 0.0], steps=4000, replicas=5,
+                n_params={"t": {(d, w): params(d, w) for d in script.FULL_DEPTHS for w in script.FULL_WIDTHS}},
+                done={"t": {(1, 2), (4, 32)}})
+    text = "\n".join(script.cost_markdown(cost))
+    assert_tables_complete(text)
+    cells = [c.strip() for line in text.splitlines() if line.startswith("| ") for c in line.split("|")[2:-1]]
+    assert sum(c.endswith(" m *") for c in cells) == 2
+    assert sum(c.endswith((" m", " m *")) for c in cells) == len(rows)

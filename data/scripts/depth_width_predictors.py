@@ -7,11 +7,12 @@ Two sweeps per task, read as one grid: ``data/configs/depth_width_grid_{digits,m
 grid: depths 1, 2, 4, 8 x widths 8, 32, 128) and ``depth_width_grid_{digits,mnist1d}_wide.toml`` (its
 extension towards the issue's depths 1..100 x widths 2..512: an explicit list of points, cheapest first).
 Relu MLPs, 5 replicas per point, SGD eta = 0.05, 4,000 steps, on the shipped digits (500 training, 1,000
-test) and MNIST-1D (4,000 training, 1,000 test). A sweep whose merged file is missing is run (``dynsim
-sweep``, which resumes the points it has); ``--merge-finished`` runs nothing and merges each sweep's
-finished point files as they are (for a sweep stopped early: the points it has not finished are listed
-in the block as not run). A point whose replicas diverged under ``run.on_divergence = "freeze"`` is a
-result: its other replicas ran to the end, and the diverged ones are counted and left out of its means.
+test) and MNIST-1D (4,000 training, 1,000 test). A sweep with a declared point not finished is run
+(``dynsim sweep``, which resumes the points it has), and each merged file is rebuilt from its point
+files; ``--merge-finished`` runs nothing and merges the finished points as they are (for a sweep stopped
+early: the points it has not finished are listed in the block as not run). A point whose replicas
+diverged under ``run.on_divergence = "freeze"`` is a result: its other replicas ran to the end, and the
+diverged ones are counted and left out of its means.
 
 At the last record, per replica: test and training accuracy, and the quantities that use the training
 data only: the sample-space basin (averaged over its samples), the weight-space basin, and the
@@ -61,27 +62,51 @@ FULL_DEPTHS = (1, 2, 4, 8, 16, 32, 64, 100)
 FULL_WIDTHS = (2, 8, 32, 128, 512)
 
 
-def merge_points(sweep_toml, output=None) -> Path:
-    """Merge a sweep's finished point files into its merged file without running anything: the completed
-    points, and those that ended diverged under ``on_divergence = "freeze"`` (their finite replicas ran to
-    the end); every other declared point is listed with its state and no data. The merged file's path."""
+def _point_states(sweep) -> list[tuple[object, str, bool]]:
+    """(point, state of its file, whether it is a result) of every declared point of ``sweep``: a result
+    is a completed point, or one that ended diverged under ``on_divergence = "freeze"`` (its finite
+    replicas ran to the end)."""
     from dynsim import kinds
-    from dynsim.store import StoreError, write_sweep_file
-    from dynsim.sweep import load_sweep
+    from dynsim.store import StoreError
 
-    sweep = load_sweep(sweep_toml, output=output)
-    points = []
+    out = []
     for p in sweep.points:
-        path = sweep.point_path(p)
-        code = "pending"
+        path, code = sweep.point_path(p), "pending"
         if path.exists():
             try:
                 code = kinds.kind_of(p.config).status(path)
             except StoreError:
                 code = "unreadable"
-        kept = code == "completed" or (code == "diverged" and p.config.run.on_divergence == "freeze")
-        points.append((p.name, p.values, code, "", path if kept else None))
+        out.append((p, code, code == "completed" or (code == "diverged" and p.config.run.on_divergence == "freeze")))
+    return out
+
+
+def merge_points(sweep_toml, output=None) -> Path:
+    """Merge a sweep's finished point files (``_point_states``) into its merged file without running
+    anything (``dynsim sweep`` merges the completed ones only); every other declared point is listed with
+    its state and no data. The merged file's path."""
+    from dynsim.store import write_sweep_file
+    from dynsim.sweep import load_sweep
+
+    sweep = load_sweep(sweep_toml, output=output)
+    points = [(p.name, p.values, code, "", sweep.point_path(p) if kept else None)
+              for p, code, kept in _point_states(sweep)]
     return write_sweep_file(sweep.merged_path, sweep_file=sweep.path, axes=sweep.axes, points=points)
+
+
+def ensure_sweep(sweep_toml, output, run_missing=True) -> Path:
+    """The merged file of a sweep: rebuilt from its point files where they are here (so that its frozen
+    diverged points are in it), after running the sweep where a declared point is not finished and
+    ``run_missing`` (``dynsim sweep`` resumes the points it has; it also reruns a diverged point, which
+    ends as before); a merged file without its point folder is kept as it is."""
+    from dynsim.sweep import load_sweep
+
+    sweep = load_sweep(sweep_toml, output=output)
+    if sweep.merged_path.exists() and not (sweep.output / "points").exists():
+        return sweep.merged_path
+    if run_missing and not all(kept for _, _, kept in _point_states(sweep)):
+        subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(sweep_toml), "-o", str(output)], check=True)
+    return merge_points(sweep_toml, output)
 
 
 def grid(paths, axes=AXES) -> dict:
@@ -336,7 +361,8 @@ def cost_law(rows) -> dict:
             laws[name], _ = nnls(x / y[:, None], np.ones(len(y)))
         out[task] = dict(step=laws["step"], fixed=laws["fixed"],
                          measured={(r["depth"], r["width"]): (c, f) for r, c, f in zip(mine, step, fixed)},
-                         step_error=float(np.max(np.abs(x @ laws["step"] / step - 1))))
+                         step_misfit=(float(np.min(x @ laws["step"] / step - 1)),
+                                      float(np.max(x @ laws["step"] / step - 1))))
     return out
 
 
@@ -381,8 +407,8 @@ def cost_markdown(cost: dict) -> list[str]:
             rows.append(f"| {depth} | " + " | ".join(cells) + " |")
         c, f = law["step"], law["fixed"]
         lines += [f"{TASKS.get(task, task)}: per replica-step {c[0] * 1e6:.0f} us + {c[1] * 1e6:.1f} us x depth + "
-                  f"{c[2] * 1e9:.1f} ns x parameters (largest misfit at a measured shape "
-                  f"{law['step_error'] * 100:.0f} %), per run {f[0]:.2f} s + {f[1] * 1e3:.1f} ms x depth + "
+                  f"{c[2] * 1e9:.1f} ns x parameters (from {law['step_misfit'][0] * 100:+.0f} % to "
+                  f"{law['step_misfit'][1] * 100:+.0f} % of the measured shapes' cost), per run {f[0]:.2f} s + {f[1] * 1e3:.1f} ms x depth + "
                   f"{f[2] * 1e6:.1f} us x parameters; the whole grid {_duration(total)} of one core, of which "
                   f"{_duration(todo)} not run.", "",
                   "| depth | " + " | ".join(f"width {w}" for w in FULL_WIDTHS) + " |",
@@ -419,20 +445,13 @@ def main(argv=None) -> int:
     own.add_argument("--merge-finished", action="store_true")
     flags, rest = own.parse_known_args(argv)
     args = results_arguments(__doc__, ROOT, rest)
-    merge_only = flags.merge_finished
     grids = {}
     for task in TASKS:
         paths = []
         for pattern in SWEEPS:
             name = pattern.format(task=task)
-            config, path = ROOT / "data" / "configs" / f"{name}.toml", args.runs / f"{name}.h5"
-            if merge_only:
-                merge_points(config, output=args.runs / name)
-            elif not path.exists():  # the sweep resumes the points it has; a diverged point is kept by the merge
-                subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(config), "-o", str(args.runs / name)],
-                               check=True)
-                merge_points(config, output=args.runs / name)
-            paths.append(path)
+            paths.append(ensure_sweep(ROOT / "data" / "configs" / f"{name}.toml", args.runs / name,
+                                      run_missing=not flags.merge_finished))
         grids[task] = grid(paths)
     sources = "`runs/depth_width_grid_{digits,mnist1d}.h5` and `runs/depth_width_grid_{digits,mnist1d}_wide.h5`"
     cost = load_cost(args.runs / "depth_width_cost.json", grids)
