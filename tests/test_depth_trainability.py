@@ -120,6 +120,40 @@ def test_reduced_depth_trainability(tmp_path):
             if "long" in row:
                 with RunReader(script.run_path(tmp_path, family, depth, row["eta"], False, long=True)) as rd:
                     assert rd.steps[-1] == steps * script.LONG_FACTOR
-    text = script.markdown({"relu": rows, "tanh": remedy}, etas=(0.02, 0.1, 0.3), fixed_eta=0.1)
+    # the clipping remedy too: its runs carry clip_norm into the kernel and the file
+    clip = load_config(ROOT / "data" / "configs" / "depth_tuned_clip.toml").to_mapping()
+    assert clip["training"]["clip_norm"] == script.CLIP_NORM
+    clip["run"].update(replicas=2, steps=300)
+    clip["task"].update(n_train=300, n_test=400)
+    clipped = script.tune(clip, "clip", (8,), (0.5,), tmp_path, validation_replicas=2, n_validation=60,
+                          log=lambda message: None)
+    with RunReader(script.run_path(tmp_path, "clip", 8, 0.5, False)) as rd:
+        assert rd.training_attrs["clip_norm"] == script.CLIP_NORM
+    norms = {8: script.gradient_norms(base, 8, replicas=2, batches=3)}
+    text = script.markdown({"relu": rows, "tanh": remedy, "clip": clipped}, etas=(0.02, 0.1, 0.3), fixed_eta=0.1,
+                           clip_etas=(0.5,), norms=norms)
     assert text.startswith(script.BEGIN) and text.endswith(script.END)
-    assert text.count("\n| 8 | ") == 2 and "\n| 1 | " in text and "**Remedy**" in text
+    assert text.count("\n| 8 | ") == 3 and "\n| 1 | " in text and "**Remedy**" in text
+    assert "**Remedy: gradient clipping**" in text and "not run" not in text
+
+
+def test_initial_gradient_norms_match_numpy():
+    """The measurement clip_norm is chosen by: batch-gradient norms at initialisation, against the NumPy
+    backprop of test_deep on the same (seeded) batches."""
+    from dynsim.kinds import make_runner
+    from test_deep import numpy_loss_and_grad
+
+    script = _script()
+    base = load_config(ROOT / "data" / "configs" / "depth_tuned_base.toml").to_mapping()
+    base["task"].update(n_train=120, n_test=100)
+    norms = script.gradient_norms(base, 3, replicas=2, batches=2, n_validation=20)
+    sim = make_runner(script.variant(base, depth=3, eta=0.05, validation=True, replicas=2, n_validation=20))
+    rng = np.random.default_rng([0, 3])
+    expected = []
+    for theta in sim.initial_params():
+        for _ in range(2):
+            batch = rng.integers(0, 100, 32)
+            expected.append(np.linalg.norm(numpy_loss_and_grad(sim.arch, theta, sim.data.x_train[batch],
+                                                               sim.labels_train[batch])[1]))
+    # per-sample against matrix backprop: the same float64 sums in another order (~1e-15 relative)
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
