@@ -148,17 +148,44 @@ def lane_sums(typingctx, vector):
     return signature(vector.dtype, vector), codegen
 
 
-@intrinsic
-def minimum(typingctx, a, b):
-    """Lane by lane ``min(a, b)`` with Python's (and Numba's) rule: b where b < a, else a (a NaN in a stays)."""
-    if not (isinstance(a, Vector) and a == b):
-        raise TypeError("simd.minimum: two vectors of one type are needed")
+def _ordered_choice(name, predicate, doc):
+    """The intrinsic ``name(a, b)``: lane by lane b where ``b predicate a`` (an ordered comparison, false
+    for NaN), else a."""
+    def typer(typingctx, a, b):
+        if not (isinstance(a, Vector) and a == b):
+            raise TypeError(f"simd.{name}: two vectors of one type are needed")
 
-    def codegen(context, builder, sig, args):
-        x, y = args
-        return builder.select(builder.fcmp_ordered("<", y, x), y, x)
-    return signature(a, a, b), codegen
+        def codegen(context, builder, sig, args):
+            x, y = args
+            return builder.select(builder.fcmp_ordered(predicate, y, x), y, x)
+        return signature(a, a, b), codegen
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
+
+def _sign_choice(name, predicate, doc):
+    """The intrinsic ``name(condition, a, b)``: lane by lane a where ``condition predicate 0`` (ordered,
+    false for a NaN condition, as in scalar code), else b."""
+    def typer(typingctx, condition, a, b):
+        if not (isinstance(a, Vector) and a == b and condition == a):
+            raise TypeError(f"simd.{name}: three vectors of one type are needed")
+
+        def codegen(context, builder, sig, args):
+            c, x, y = args
+            return builder.select(builder.fcmp_ordered(predicate, c, ir.Constant(c.type, None)), x, y)
+        return signature(a, condition, a, b), codegen
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+minimum = _ordered_choice("minimum", "<", "Lane by lane ``min(a, b)`` with Python's (and Numba's) rule: b where "
+                                          "b < a, else a (a NaN in a stays).")
+maximum = _ordered_choice("maximum", ">", "Lane by lane ``max(a, b)`` with Python's (and Numba's) rule: b where "
+                                          "b > a, else a (a NaN in a stays).")
+where_nonnegative = _sign_choice("where_nonnegative", ">=", "Lane by lane ``a if condition >= 0 else b``.")
+where_positive = _sign_choice("where_positive", ">", "Lane by lane ``a if condition > 0 else b``.")
 
 @intrinsic
 def absolute(typingctx, a):
@@ -173,19 +200,6 @@ def absolute(typingctx, a):
                                               f"llvm.fabs.{suffix}")
         return builder.call(fabs, [args[0]])
     return signature(a, a), codegen
-
-
-@intrinsic
-def where_nonnegative(typingctx, condition, a, b):
-    """Lane by lane ``a if condition >= 0 else b`` (false for a NaN condition, as in scalar code)."""
-    if not (isinstance(a, Vector) and a == b and condition == a):
-        raise TypeError("simd.where_nonnegative: three vectors of one type are needed")
-
-    def codegen(context, builder, sig, args):
-        c, x, y = args
-        zero = ir.Constant(c.type, None)
-        return builder.select(builder.fcmp_ordered(">=", c, zero), x, y)
-    return signature(a, condition, a, b), codegen
 
 
 @intrinsic
@@ -227,30 +241,6 @@ def zeros(typingctx, array):
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(vector), None)
     return signature(vector, array), codegen
-
-
-@intrinsic
-def maximum(typingctx, a, b):
-    """Lane by lane ``max(a, b)`` with Python's (and Numba's) rule: b where b > a, else a (a NaN in a stays)."""
-    if not (isinstance(a, Vector) and a == b):
-        raise TypeError("simd.maximum: two vectors of one type are needed")
-
-    def codegen(context, builder, sig, args):
-        x, y = args
-        return builder.select(builder.fcmp_ordered(">", y, x), y, x)
-    return signature(a, a, b), codegen
-
-
-@intrinsic
-def where_positive(typingctx, condition, a, b):
-    """Lane by lane ``a if condition > 0 else b`` (false for a NaN condition, as in scalar code)."""
-    if not (isinstance(a, Vector) and a == b and condition == a):
-        raise TypeError("simd.where_positive: three vectors of one type are needed")
-
-    def codegen(context, builder, sig, args):
-        c, x, y = args
-        return builder.select(builder.fcmp_ordered(">", c, ir.Constant(c.type, None)), x, y)
-    return signature(a, condition, a, b), codegen
 
 
 @intrinsic

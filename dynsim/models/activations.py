@@ -243,6 +243,20 @@ def _derivative_layer_other(z, h, n, code):
 # --- the same activations on SIMD vectors (``dynsim.simd``): lane by lane bit for bit the scalar ones ---
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _tanh_from_expm1_lanes(z, e, two):
+    """The shared tail of both lane tanhs: e = expm1(2|z| / 64) doubled six times to expm1(2|z|), then
+    tanh|z| = e / (e + 2) with the sign of z, operation for operation the scalar code's."""
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    t = e / (e + two)
+    return simd.where_nonnegative(z, t, simd.negative(t))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _fast_tanh_lanes64(z):
     """``fast_tanh`` of every lane, operation for operation (so bit for bit)."""
     def c(value):
@@ -257,15 +271,7 @@ def _fast_tanh_lanes64(z):
     q2 = (c(_E10) + c(_E11) * y) + (c(_E12) + c(_E13) * y) * y2
     q3 = (c(_E14) + c(_E15) * y) + (c(_E16) + c(_E17) * y) * y2
     e = y + ((q0 + q1 * y4) + (q2 + q3 * y4) * y8) * y2
-    two = c(2.0)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    t = e / (e + two)
-    return simd.where_nonnegative(z, t, simd.negative(t))
+    return _tanh_from_expm1_lanes(z, e, c(2.0))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -278,15 +284,7 @@ def _fast_tanh_lanes32(z):
     y2 = y * y
     y4 = y2 * y2
     e = y + (((c(_F2) + c(_F3) * y) + (c(_F4) + c(_F5) * y) * y2) + ((c(_F6) + c(_F7) * y) + c(_F8) * y2) * y4) * y2
-    two = c(_F_TWO)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    t = e / (e + two)
-    return simd.where_nonnegative(z, t, simd.negative(t))
+    return _tanh_from_expm1_lanes(z, e, c(_F_TWO))
 
 
 def fast_tanh_lanes(z):
