@@ -139,6 +139,8 @@ def _advance_batch_lanes(b0, b1, params, x, y, mi, mf, ti, tf, seed, s0, s1, sta
     grad = np.empty(params.shape[1] * lanes, dtype=params.dtype)
     xs = np.empty(mi[MI_INPUT_DIM] * lanes, dtype=params.dtype)
     h = np.empty(mi[MI_WIDTH] * lanes, dtype=params.dtype)
+    xs2 = np.empty(mi[MI_INPUT_DIM] * lanes, dtype=params.dtype)  # the second sample of each pair
+    h2 = np.empty(mi[MI_WIDTH] * lanes, dtype=params.dtype)
     mu = np.empty(lanes, dtype=np.int64)
     perm = np.empty((lanes, n_perm), dtype=np.int64)
     perm_epoch = np.empty(lanes, dtype=np.int64)
@@ -149,7 +151,8 @@ def _advance_batch_lanes(b0, b1, params, x, y, mi, mf, ti, tf, seed, s0, s1, sta
         perm_epoch[:] = -1
         failed, s = 0, s0
         for s in range(s0, s1):
-            failed = batch_step_lanes(block, grad, xs, h, x, y, mi, mf, ti, tf, seed, first, s, mu, perm, perm_epoch)
+            failed = batch_step_lanes(block, grad, xs, h, xs2, h2, x, y, mi, mf, ti, tf, seed, first, s, mu, perm,
+                                      perm_epoch)
             if failed:
                 break
         _leave_block(params, first, block, failed, s, s1, status, failed_step, resume)

@@ -368,6 +368,27 @@ def add_gradient_lanes(block, xs, h, mi, cs, grad):
             simd.store(grad, k, simd.load(grad, k) + g)
 
 
+
+@njit(cache=True, error_model="numpy", inline="always")
+def add_gradient_pair_lanes(block, xs, h, cs, xs2, h2, cs2, mi, grad):
+    """``add_gradient_lanes`` of two samples (xs, h, cs, then xs2, h2, cs2) in one pass: each element of
+    grad gets the first sample's term, then the second's, as in two calls, with one load and store."""
+    lanes = simd.lane_count(block)
+    act, n_in, width, off_b, off_a = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A]
+    for i in range(width):
+        hi, hi2 = simd.load(h, i * lanes), simd.load(h2, i * lanes)
+        k = (off_a + i) * lanes
+        a = simd.load(block, k)
+        g = derivative_lanes(hi, act) * (cs * a)
+        g2 = derivative_lanes(hi2, act) * (cs2 * a)
+        simd.store(grad, k, (simd.load(grad, k) + cs * hi) + cs2 * hi2)
+        for d in range(n_in):
+            k = (d * width + i) * lanes
+            simd.store(grad, k, (simd.load(grad, k) + g * simd.load(xs, d * lanes)) + g2 * simd.load(xs2, d * lanes))
+        if off_b >= 0:
+            k = (off_b + i) * lanes
+            simd.store(grad, k, (simd.load(grad, k) + g) + g2)
+
 # Record-time code (observables, the NTK and response, fragility searches, evaluation) calls these
 # compiled-once copies instead of inlining the forward pass at each of its call sites: the per-step
 # path needs the inlining for speed, everywhere else it only multiplied the cold compile time.
