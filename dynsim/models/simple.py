@@ -330,23 +330,43 @@ def descend_lanes(block, xs, h, mi, cs, decay):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _descend_lanes(block, xs, h, mi, cs, decay, decays):
+    # four hidden units at a time, so that each input vector is loaded once for four units: the stores
+    # into block may alias xs for all LLVM knows, so it reloads xs after every store (loads, not
+    # multiplications, bound this loop). Each parameter still moves once, by its old value's step.
     lanes = simd.lane_count(block)
     act, n_in, width, off_b, off_a = mi[MI_ACTIVATION], mi[MI_INPUT_DIM], mi[MI_WIDTH], mi[MI_OFF_B], mi[MI_OFF_A]
     dv = simd.splat(decay, cs)
-    for i in range(width):
-        hi = simd.load(h, i * lanes)
+    for i in range(0, width, 4):
         k = (off_a + i) * lanes
-        a = simd.load(block, k)
-        g = derivative_lanes(hi, act) * (cs * a)
-        simd.store(block, k, (dv * a if decays else a) - cs * hi)
+        h0, h1 = simd.load(h, i * lanes), simd.load(h, (i + 1) * lanes)
+        h2, h3 = simd.load(h, (i + 2) * lanes), simd.load(h, (i + 3) * lanes)
+        a0, a1 = simd.load(block, k), simd.load(block, k + lanes)
+        a2, a3 = simd.load(block, k + 2 * lanes), simd.load(block, k + 3 * lanes)
+        g0 = derivative_lanes(h0, act) * (cs * a0)
+        g1 = derivative_lanes(h1, act) * (cs * a1)
+        g2 = derivative_lanes(h2, act) * (cs * a2)
+        g3 = derivative_lanes(h3, act) * (cs * a3)
+        simd.store(block, k, (dv * a0 if decays else a0) - cs * h0)
+        simd.store(block, k + lanes, (dv * a1 if decays else a1) - cs * h1)
+        simd.store(block, k + 2 * lanes, (dv * a2 if decays else a2) - cs * h2)
+        simd.store(block, k + 3 * lanes, (dv * a3 if decays else a3) - cs * h3)
         for d in range(n_in):
+            xd = simd.load(xs, d * lanes)
             k = (d * width + i) * lanes
-            w = simd.load(block, k)
-            simd.store(block, k, (dv * w if decays else w) - g * simd.load(xs, d * lanes))
+            w0, w1 = simd.load(block, k), simd.load(block, k + lanes)
+            w2, w3 = simd.load(block, k + 2 * lanes), simd.load(block, k + 3 * lanes)
+            simd.store(block, k, (dv * w0 if decays else w0) - g0 * xd)
+            simd.store(block, k + lanes, (dv * w1 if decays else w1) - g1 * xd)
+            simd.store(block, k + 2 * lanes, (dv * w2 if decays else w2) - g2 * xd)
+            simd.store(block, k + 3 * lanes, (dv * w3 if decays else w3) - g3 * xd)
         if off_b >= 0:
             k = (off_b + i) * lanes
-            b = simd.load(block, k)
-            simd.store(block, k, (dv * b if decays else b) - g)
+            b0, b1 = simd.load(block, k), simd.load(block, k + lanes)
+            b2, b3 = simd.load(block, k + 2 * lanes), simd.load(block, k + 3 * lanes)
+            simd.store(block, k, (dv * b0 if decays else b0) - g0)
+            simd.store(block, k + lanes, (dv * b1 if decays else b1) - g1)
+            simd.store(block, k + 2 * lanes, (dv * b2 if decays else b2) - g2)
+            simd.store(block, k + 3 * lanes, (dv * b3 if decays else b3) - g3)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
