@@ -135,6 +135,8 @@ def test_reduced_depth_trainability(tmp_path):
     assert text.startswith(script.BEGIN) and text.endswith(script.END)
     assert text.count("\n| 8 | ") == 3 and "\n| 1 | " in text and "**Remedy**" in text
     assert "**Remedy: gradient clipping**" in text and "not run" not in text
+    (figure,) = script.figure({"relu": rows, "tanh": remedy, "clip": clipped}, tmp_path / "figures")
+    assert Path(figure).stat().st_size > 0
 
 
 def test_initial_gradient_norms_match_numpy():

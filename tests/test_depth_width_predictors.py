@@ -1,6 +1,8 @@
 """data/scripts/depth_width_predictors.py (issue 21, item 3): the rank correlation against scipy's Spearman,
 the bootstrap's agreement on arrays of known structure, and the block from a small merged depth x width
 sweep read back against its files."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -131,6 +133,9 @@ def test_the_extension_is_merged_into_one_grid_with_its_unrun_points_listed(scri
     assert_tables_complete(text)
     assert "Declared in the sweeps but not run (yet): depth 4, width 4." in text
     assert f"depth 1, width 2: {diverged.sum()} of 3" in text
+    # the heat maps draw the grid with its unrun point left blank
+    (figure,) = script.figure({"gaussian": g}, tmp_path / "figures")
+    assert figure.endswith("depth_width_gaussian.png") and Path(figure).stat().st_size > 0
     with pytest.raises(ValueError, match="depth 1, width 4"):
         script.grid([original, original])
 

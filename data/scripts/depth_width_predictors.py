@@ -1,7 +1,8 @@
 """Depth and width optima and the framework's predictors (issue 21, item 3), from the merged sweep files to
 the results page.
 
-    python data/scripts/depth_width_predictors.py [--runs runs] [--results docs/results.md] [--merge-finished]
+    python data/scripts/depth_width_predictors.py [--runs runs] [--results docs/results.md] [--figures docs/figures/depth_width]
+                                                   [--merge-finished]
 
 Two sweeps per task, read as one grid: ``data/configs/depth_width_grid_{digits,mnist1d}.toml`` (the reduced
 grid: depths 1, 2, 4, 8 x widths 8, 32, 128) and ``depth_width_grid_{digits,mnist1d}_wide.toml`` (its
@@ -434,6 +435,46 @@ def load_cost(path, grids: dict) -> dict | None:
     return cost
 
 
+def figure(grids: dict, out_dir) -> list[str]:
+    """Per task, heat maps over depth x width of the mean test accuracy and of the two basins (replica
+    means at the last record; blank: a point not run), the test-accuracy optimum outlined in each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    panels = (("accuracy_test", "test accuracy"),) + tuple((n, label) for n, label, sign in PREDICTORS if sign)
+    for task, g in grids.items():
+        depths = sorted({c[0] for c in g["configs"]} | {c[0] for c in g["missing"]})
+        widths = sorted({c[1] for c in g["configs"]} | {c[1] for c in g["missing"]})
+        best = g["configs"][optimum(g["accuracy_test"])[0]]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+        for ax, (name, label) in zip(axes, panels):
+            table = np.full((len(depths), len(widths)), np.nan)
+            for config, values in zip(g["configs"], g[name]):
+                table[depths.index(config[0]), widths.index(config[1])] = _nanmean(values, axis=0)
+            image = ax.imshow(table, origin="lower", aspect="auto", cmap="viridis")
+            fig.colorbar(image, ax=ax, shrink=0.85)
+            ax.add_patch(plt.Rectangle((widths.index(best[1]) - 0.5, depths.index(best[0]) - 0.5), 1, 1,
+                                       fill=False, edgecolor="C3", lw=2))
+            ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
+            ax.set_yticks(range(len(depths)), [str(d) for d in depths], fontsize=7)
+            ax.set_xlabel("width")
+            ax.set_ylabel("depth")
+            ax.set_title(label, fontsize=9)
+        fig.suptitle(f"{TASKS.get(task, task)}: replica means at the last record (red: the test-accuracy optimum; blank: "
+                     "not run)", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"depth_width_{task}.png"
+        fig.savefig(path, dpi=70)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -444,7 +485,7 @@ def main(argv=None) -> int:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--merge-finished", action="store_true")
     flags, rest = own.parse_known_args(argv)
-    args = results_arguments(__doc__, ROOT, rest)
+    args = results_arguments(__doc__, ROOT, rest, figures="docs/figures/depth_width")
     grids = {}
     for task in TASKS:
         paths = []
@@ -456,6 +497,7 @@ def main(argv=None) -> int:
     sources = "`runs/depth_width_grid_{digits,mnist1d}.h5` and `runs/depth_width_grid_{digits,mnist1d}_wide.h5`"
     cost = load_cost(args.runs / "depth_width_cost.json", grids)
     write_blocks(args.results, {"depth_width": markdown(grids, sources, cost)})
+    figure(grids, args.figures)
     return 0
 
 
