@@ -187,6 +187,7 @@ maximum = _ordered_choice("maximum", ">", "Lane by lane ``max(a, b)`` with Pytho
 where_nonnegative = _sign_choice("where_nonnegative", ">=", "Lane by lane ``a if condition >= 0 else b``.")
 where_positive = _sign_choice("where_positive", ">", "Lane by lane ``a if condition > 0 else b``.")
 
+
 @intrinsic
 def absolute(typingctx, a):
     """|a| lane by lane (the sign bit cleared, as ``abs`` of a float)."""

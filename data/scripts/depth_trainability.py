@@ -175,26 +175,20 @@ def gradient_norms(base: dict, depth: int, *, replicas: int = 4, batches: int = 
     """The L2 norms of the batch loss gradient at initialisation, on the validation split's fitted part:
     ``batches`` batches of the base config's batch size (drawn with replacement, seeded) for each of the
     first ``replicas`` initialisations of ``base`` at ``depth``; what ``training.clip_norm`` is set against."""
+    from analysis.sharpness import loss_and_gradient
     from dynsim.kinds import make_runner
-    from dynsim.models.deep import sample_gradient
 
     config = variant(base, depth=depth, eta=float(base["training"]["eta"]), validation=True, replicas=replicas,
                      n_validation=n_validation)
     sim = make_runner(config)
-    arch, x, labels = sim.arch, sim.data.x_train, sim.labels_train
+    x, labels = sim.data.x_train, sim.labels_train
     batch = config.training.effective_batch(x.shape[0])
-    layers = arch.layer_table()
-    pre, post, delta, prob = (np.empty(arch.n_units), np.empty(arch.n_units), np.empty(arch.n_units),
-                              np.empty(arch.classes))
     rng = np.random.default_rng([seed, depth])
     norms = []
     for theta in sim.initial_params():
         for _ in range(batches):
-            g = np.zeros(arch.n_params)
-            for mu in rng.integers(0, x.shape[0], batch):
-                sample_gradient(theta, x[mu], labels[mu], layers, arch.activation_code, pre, post, delta, prob,
-                                1.0 / batch, g)
-            norms.append(float(np.linalg.norm(g)))
+            members = rng.integers(0, x.shape[0], batch)
+            norms.append(float(np.linalg.norm(loss_and_gradient(sim.arch, theta, x[members], labels[members])[1])))
     return np.asarray(norms)
 
 
@@ -285,20 +279,27 @@ def markdown(results: dict, *, etas=ETAS, fixed_eta=FIXED_ETA, source="runs/dept
         lines += ["", "**Remedy** at the depths where no relu validation run reaches the threshold at any tested eta, or "
                       "the tuned rerun does not: `depth_tuned_tanh.toml`, tanh with W ~ "
                       "N(0, 1/fan_in) and zero biases at initialisation (sigma_w^2 = 1, sigma_b^2 = 0: the critical "
-                      "point of tanh; Gaussian, so not the orthogonal dynamical isometry), eta tuned the same way.", "",
-                  f"| depth | validation acc. at eta = {' / '.join(f'{e:g}' for e in etas)} | chosen eta | "
-                  "train acc. | test acc. | trains | plateau | test acc. minus relu's (tuned) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for depth, row in remedy.items():
-            diff = difference(row["tuned"]["test"], relu[depth]["tuned"]["test"]) if depth in relu else None
-            lines.append(f"| {depth} | {_validation_cell(row)} | {row['eta']:g} | {_run_cells(row['tuned'])} | "
-                         + (f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]" if diff else "-") + " |")
+                      "point of tanh; Gaussian, so not the orthogonal dynamical isometry), eta tuned the same way.", ""]
+        lines += _remedy_table(remedy, relu, etas, "tuned")
         lines += ["", f"- Depths the remedy trains: {_depth_list(remedy, 'tuned')} (of "
                       f"{', '.join(map(str, remedy))})."]
     lines += _clip_lines(results, norms or {}, clip_etas)
     lines += _long_lines(results)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _remedy_table(rows: dict, relu: dict, etas, relu_label: str) -> list[str]:
+    """A remedy's table: per depth its validation accuracies, chosen eta, tuned run, and its test accuracy
+    minus plain relu's tuned run at the same depth."""
+    lines = [f"| depth | validation acc. at eta = {' / '.join(f'{e:g}' for e in etas)} | chosen eta | "
+             f"train acc. | test acc. | trains | plateau | test acc. minus relu's ({relu_label}) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for depth, row in rows.items():
+        diff = difference(row["tuned"]["test"], relu[depth]["tuned"]["test"]) if depth in relu else None
+        lines.append(f"| {depth} | {_validation_cell(row)} | {row['eta']:g} | {_run_cells(row['tuned'])} | "
+                     + (f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]" if diff else "-") + " |")
+    return lines
 
 
 def _clip_lines(results: dict, norms: dict, etas) -> list[str]:
@@ -323,13 +324,7 @@ def _clip_lines(results: dict, norms: dict, etas) -> list[str]:
                       f"median at depth 8 (where plain relu trains at every eta of the grid) and at the clipped "
                       "depths; the share of initial batches it clips: "
                       + ", ".join(f"{share[d]:.0%} at depth {d}" for d in norms) + "."]
-    lines += ["", f"| depth | validation acc. at eta = {' / '.join(f'{e:g}' for e in etas)} | chosen eta | "
-                  "train acc. | test acc. | trains | plateau | test acc. minus relu's (tuned, 4,000 steps) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for depth, row in clip.items():
-        diff = difference(row["tuned"]["test"], relu[depth]["tuned"]["test"]) if depth in relu else None
-        lines.append(f"| {depth} | {_validation_cell(row)} | {row['eta']:g} | {_run_cells(row['tuned'])} | "
-                     + (f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]" if diff else "-") + " |")
+    lines += [""] + _remedy_table(clip, relu, etas, "tuned, 4,000 steps")
     lines += ["", f"- Depths clipping trains: {_depth_list(clip, 'tuned')} (of {', '.join(map(str, clip))}, "
                   "4,000 steps; the runs to the plateau below)."]
     lines += clip_expectation(clip, relu)
@@ -348,7 +343,7 @@ def _reached(run: dict) -> int:
 def clip_expectation(clip: dict, relu: dict) -> list[str]:
     """The clipping expectation stated in the module docstring, checked per depth against the runs."""
     parts = []
-    for depth in (d for d in (64, 100) if d in clip):
+    for depth in (d for d in CLIP_DEPTHS if d in clip):
         row, plain = clip[depth], relu[depth]
         with_clip, without = _reached(row["tuned"]), _reached(plain["tuned"])
         ok = with_clip > 0 and with_clip > without and row["eta"] > plain["eta"]
@@ -454,11 +449,9 @@ def figure(results: dict, out_dir) -> list[str]:
     tanh and clipping remedies), its tuned run carried to the plateau (the longer rerun where the
     4,000-step run was still rising). Means over replicas with 95 % bootstrap bands; a diverged replica
     counts as 0 in training accuracy and is left out of test accuracy."""
-    import matplotlib
+    from analysis.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = [("relu", lambda row: row.get("fixed"), f"relu, eta = {FIXED_ETA:g} fixed", "C7", "s--")]
@@ -487,11 +480,7 @@ def figure(results: dict, out_dir) -> list[str]:
         ax.set_title(title, fontsize=9)
     axes[1].legend(fontsize=7)
     fig.suptitle("width-32 MLPs on the digits: means over replicas, 95 % bootstrap bands", fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "depth_trainability.png"
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return [str(path)]
+    return [save(fig, out_dir / "depth_trainability.png")]
 
 
 def main(argv=None) -> int:

@@ -438,11 +438,9 @@ def load_cost(path, grids: dict) -> dict | None:
 def figure(grids: dict, out_dir) -> list[str]:
     """Per task, heat maps over depth x width of the mean test accuracy and of the two basins (replica
     means at the last record; blank: a point not run), the test-accuracy optimum outlined in each."""
-    import matplotlib
+    from analysis.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -467,11 +465,7 @@ def figure(grids: dict, out_dir) -> list[str]:
             ax.set_title(label, fontsize=9)
         fig.suptitle(f"{TASKS.get(task, task)}: replica means at the last record (red: the test-accuracy optimum; blank: "
                      "not run)", fontsize=9)
-        fig.tight_layout()
-        path = out_dir / f"depth_width_{task}.png"
-        fig.savefig(path, dpi=70)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(save(fig, out_dir / f"depth_width_{task}.png"))
     return written
 
 

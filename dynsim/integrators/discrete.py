@@ -18,8 +18,8 @@ from .. import simd
 from ..losses import loss_derivative
 from ..models.multi import add_gradient_outputs, forward_outputs
 from ..models.simple import (MF_OUTPUT_SCALE, MI_DIM, MI_INPUT_DIM, MI_OFF_C, MI_OUTPUTS, add_gradient,
-                             add_gradient_lanes, add_gradient_pair_lanes, descend_lanes, descend_single_sample, forward, forward_lanes,
-                             lanes_supported)
+                             add_gradient_lanes, add_gradient_pair_lanes, descend_lanes, descend_single_sample, forward,
+                             forward_lanes, lanes_supported)
 from ..rng import STREAM_BATCH, STREAM_NOISE, STREAM_PERMUTATION, fill_permutation, index_at, normal_pair
 from . import TF_ETA, TF_NOISE_STD, TF_WEIGHT_DECAY, TI_BATCH, TI_LOSS, TI_SAMPLING
 

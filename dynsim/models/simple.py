@@ -420,7 +420,6 @@ def add_gradient_lanes(block, xs, h, mi, cs, grad):
             simd.store(grad, k, simd.load(grad, k) + g)
 
 
-
 @njit(cache=True, error_model="numpy", inline="always")
 def add_gradient_pair_lanes(block, xs, h, cs, xs2, h2, cs2, mi, grad):
     """``add_gradient_lanes`` of two samples (xs, h, cs, then xs2, h2, cs2) in one pass: each element of
@@ -457,6 +456,7 @@ def add_gradient_pair_lanes(block, xs, h, cs, xs2, h2, cs2, mi, grad):
             simd.store(grad, k + lanes, (simd.load(grad, k + lanes) + g1) + e1)
             simd.store(grad, k + 2 * lanes, (simd.load(grad, k + 2 * lanes) + g2) + e2)
             simd.store(grad, k + 3 * lanes, (simd.load(grad, k + 3 * lanes) + g3) + e3)
+
 
 # Record-time code (observables, the NTK and response, fragility searches, evaluation) calls these
 # compiled-once copies instead of inlining the forward pass at each of its call sites: the per-step
