@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 from . import kinds
+from .config import results_digest
 from .spec import ConfigError
 from .store import SWEEP_FORMAT, describe_sweep, is_sweep_file, sweep_failures, sweep_points, write_sweep_file
 
@@ -190,10 +191,20 @@ def run_point(config_toml: str, path: str, threads: int) -> dict:
         if code in ("running", "interrupted"):
             result = kind.resume(target, progress=False, expect_config=config)
             return {"code": result.code, "message": f"resumed: {result.message}"}
-        target.unlink()  # diverged or unreadable: start over
+        if code == "diverged" and _made_from(kind, target, config):
+            # a run is a deterministic function of its config: running it again diverges again, at the
+            # same step (under on_divergence = "freeze" its other replicas have run to the end)
+            return {"code": "diverged", "message": "already finished, diverged (skipped)"}
+        target.unlink()  # unreadable, or a diverged run of another config: start over
     target.parent.mkdir(parents=True, exist_ok=True)
     result = kind.run(config, target, progress=False)
     return {"code": result.code, "message": result.message}
+
+
+def _made_from(kind, path: Path, config) -> bool:
+    """Whether the file ``path`` of ``kind`` was made from ``config`` (equal results digests)."""
+    stored = kinds.parse_config(kind.config_text(path), source=str(path))
+    return results_digest(stored) == results_digest(config)
 
 
 # -- the client ----------------------------------------------------------------------------------

@@ -133,6 +133,30 @@ def test_failing_point_is_retried_then_recorded_and_the_others_finish(tmp_path, 
     assert [p["code"] for p in index["points"]] == ["completed", "failed"]
 
 
+def test_a_diverged_point_is_a_result_that_a_rerun_keeps(tmp_path):
+    """A point that diverged (under on_divergence = "freeze": its other replicas ran to the end) is
+    finished: running the sweep again skips it, file untouched, since the same config diverges again at
+    the same step; a diverged file of another config (a changed sweep) is run again."""
+    import hashlib
+
+    from dynsim.sweep import run_point
+    from test_divergence import FREEZE
+
+    text = FREEZE.format(mode="freeze")
+    target = tmp_path / "points" / "0000.h5"
+    first = run_point(text, str(target), 1)
+    assert first["code"] == "diverged", first
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    again = run_point(text, str(target), 1)
+    assert again == {"code": "diverged", "message": "already finished, diverged (skipped)"}
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
+    changed = text.replace("seed = 3", "seed = 4")
+    other = run_point(changed, str(target), 1)
+    assert "skipped" not in other["message"], other
+    with RunReader(target) as rd:
+        assert stored_config(rd).run.seed == 4
+
+
 @pytest.mark.parametrize("axes,field,fragment", [
     ('"training.etaa" = [0.1]', "training.etaa", "unknown"),
     ('"training.eta" = []', "sweep.axes.training.eta", "non-empty list"),

@@ -98,8 +98,8 @@ def merge_points(sweep_toml, output=None) -> Path:
 def ensure_sweep(sweep_toml, output, run_missing=True) -> Path:
     """The merged file of a sweep: rebuilt from its point files where they are here (so that its frozen
     diverged points are in it), after running the sweep where a declared point is not finished and
-    ``run_missing`` (``dynsim sweep`` resumes the points it has; it also reruns a diverged point, which
-    ends as before); a merged file without its point folder is kept as it is."""
+    ``run_missing`` (``dynsim sweep`` resumes the points it has and skips the finished ones, diverged
+    ones included); a merged file without its point folder is kept as it is."""
     from dynsim.sweep import load_sweep
 
     sweep = load_sweep(sweep_toml, output=output)
