@@ -19,7 +19,7 @@ activation, the tanh's own throughput, and LLVM's static model of the step's inn
    AMD model of LLVM 14; ``--mcpu-avx512`` where a loop uses AVX-512 forms it does not model), which
    gives its cycles per iteration and the resource that bounds it. Skipped without ``llvm-mca``.
 
-    python benchmarks/roofline.py [--workloads w1,wide,fullbatch] [--repeats 7] [--ghz G] [--skip rates,static]
+    python benchmarks/roofline.py [--workloads w1,wide,fullbatch] [--repeats 7] [--ghz G] [--skip rates|static]
 """
 import argparse
 import os
@@ -74,7 +74,7 @@ sys.stdout.write(kernel.inspect_asm(kernel.signatures[0]))
 
 
 _CLOCK_CHILD = """
-import sys, time
+import time
 from numba import njit
 
 @njit
@@ -95,7 +95,7 @@ print(n / best)
 """
 
 _TANH_CHILD = """
-import sys, time
+import time
 import numpy as np
 from numba import njit
 from dynsim import simd
@@ -120,21 +120,20 @@ print(min(seconds) / (4000 * values.size))
 """
 
 
+def _child(code: str, *args, **env) -> str:
+    """The standard output of ``code`` run in a fresh one-thread Python process."""
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, capture_output=True, text=True,
+                          env=dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONSAFEPATH="1", **env)).stdout
+
+
 def measured_ghz(add_latency):
-    additions_per_second = float(subprocess.run([sys.executable, "-c", _CLOCK_CHILD], check=True, capture_output=True,
-                                                text=True, env=_child_env()).stdout)
-    return add_latency * additions_per_second / 1e9
+    return add_latency * float(_child(_CLOCK_CHILD)) / 1e9
 
 
 def tanh_alone(ghz):
-    per_value = float(subprocess.run([sys.executable, "-c", _TANH_CHILD], check=True, capture_output=True, text=True,
-                                     env=_child_env()).stdout)
+    per_value = float(_child(_TANH_CHILD))
     print(f"\nfast_tanh_lanes alone (float64, 8 values per vector, 1,024 independent values): "
           f"{per_value * ghz * 1e9:.2f} cycles per value")
-
-
-def _child_env(**extra):
-    return dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONSAFEPATH="1", **extra)
 
 
 def thread_rates(workloads, repeats, ghz, eta_factor):
@@ -143,8 +142,7 @@ def thread_rates(workloads, repeats, ghz, eta_factor):
     cycles = {}
     for name in workloads:
         for activation in ACTIVATIONS:
-            out = subprocess.run([sys.executable, "-c", _RATE_CHILD, str(HERE), name, activation, str(repeats), str(eta_factor)],
-                                 check=True, capture_output=True, text=True, env=_child_env()).stdout.split()
+            out = _child(_RATE_CHILD, HERE, name, activation, repeats, eta_factor).split()
             rate, diverged = float(out[0]), out[1] == "1"
             cycles[name, activation] = ghz * 1e9 / rate
             note = " (diverged: not comparable)" if diverged else ""
@@ -184,8 +182,7 @@ def static_loops(mcpu, mcpu_avx512):
         print("\nllvm-mca is not on PATH: the static part is skipped")
         return
     with tempfile.TemporaryDirectory() as cache:
-        asm = subprocess.run([sys.executable, "-c", _ASM_CHILD, str(HERE)], check=True, capture_output=True,
-                             text=True, env=_child_env(NUMBA_CACHE_DIR=cache)).stdout
+        asm = _child(_ASM_CHILD, HERE, NUMBA_CACHE_DIR=cache)
     print(f"\nllvm-mca, the loops of the W1 lane kernel with >= 8 vector FP operations and no such loop inside "
           f"(-mcpu={mcpu}, or {mcpu_avx512} where the loop uses AVX-512 forms {mcpu} does not model):\n")
     print("| loop | vector mul / add+sub / div | memory reads / vector stores | model | cycles per iteration | "

@@ -202,8 +202,12 @@ def run_point(config_toml: str, path: str, threads: int) -> dict:
 
 
 def _made_from(kind, path: Path, config) -> bool:
-    """Whether the file ``path`` of ``kind`` was made from ``config`` (equal results digests)."""
-    stored = kinds.parse_config(kind.config_text(path), source=str(path))
+    """Whether the file ``path`` of ``kind`` was made from ``config`` (equal results digests); a stored
+    config this version cannot read is not (the point starts over, as before)."""
+    try:
+        stored = kinds.parse_config(kind.config_text(path), source=str(path))
+    except ConfigError:
+        return False
     return results_digest(stored) == results_digest(config)
 
 
