@@ -179,7 +179,10 @@ def _cmd_sweep(args) -> int:
           file=sys.stderr if failed else sys.stdout)
     for i, s in sorted(failed.items()):
         print(f"  point {i:04d} {s['code']}: {s['message']}", file=sys.stderr)
-    return EXIT_OK if not failed else EXIT_ERROR
+    if not failed:
+        return EXIT_OK
+    # a frozen diverged point is a result (as for ``dynsim run``): only a point that failed is an error
+    return EXIT_DIVERGED if all(s["code"] == "diverged" for s in failed.values()) else EXIT_ERROR
 
 
 def _cmd_compile(args) -> int:

@@ -157,6 +157,23 @@ def test_a_diverged_point_is_a_result_that_a_rerun_keeps(tmp_path):
         assert stored_config(rd).run.seed == 4
 
 
+def test_sweep_cli_exits_3_when_points_diverged_and_the_rest_completed(tmp_path):
+    """``dynsim sweep`` over two seeds of a config that diverges under "freeze" (seed 3 does, at eta =
+    0.7) and one that does not (eta = 0.05): exit 3, as ``dynsim run`` gives for a diverged run, not
+    the 1 of a failed point (which stopped a script that ran the sweep and then merged its frozen
+    points)."""
+    from test_divergence import FREEZE
+
+    (tmp_path / "base.toml").write_text(FREEZE.format(mode="freeze").replace("steps = 3000", "steps = 600"))
+    path = tmp_path / "sweep.toml"
+    path.write_text('base = "base.toml"\noutput = "out"\n[axes]\n"training.eta" = [0.7, 0.05]\n')
+    proc = run_cli("sweep", path, "--workers", "1", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    assert "1/2 points completed" in proc.stderr and "point 0000 diverged" in proc.stderr
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        assert [code.decode() for code in f["sweep/status"][:]] == ["diverged", "completed"]
+
+
 @pytest.mark.parametrize("axes,field,fragment", [
     ('"training.etaa" = [0.1]', "training.etaa", "unknown"),
     ('"training.eta" = []', "sweep.axes.training.eta", "non-empty list"),

@@ -100,13 +100,16 @@ def ensure_sweep(sweep_toml, output, run_missing=True) -> Path:
     diverged points are in it), after running the sweep where a declared point is not finished and
     ``run_missing`` (``dynsim sweep`` resumes the points it has and skips the finished ones, diverged
     ones included); a merged file without its point folder is kept as it is."""
+    from dynsim.cli import EXIT_DIVERGED, EXIT_OK
     from dynsim.sweep import load_sweep
 
     sweep = load_sweep(sweep_toml, output=output)
     if sweep.merged_path.exists() and not (sweep.output / "points").exists():
         return sweep.merged_path
     if run_missing and not all(kept for _, _, kept in _point_states(sweep)):
-        subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(sweep_toml), "-o", str(output)], check=True)
+        done = subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(sweep_toml), "-o", str(output)])
+        if done.returncode not in (EXIT_OK, EXIT_DIVERGED):  # diverged: frozen points, which are results
+            raise SystemExit(f"dynsim sweep {sweep_toml} failed (exit {done.returncode}): see its messages above")
     return merge_points(sweep_toml, output)
 
 
