@@ -90,8 +90,12 @@ def main(argv=None) -> int:
     for name, (config, merged, axis) in SWEEPS.items():
         path = args.runs / merged
         if not path.exists():  # the sweep configs write their merged file to runs/ and resume their points
-            subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(ROOT / "data" / "configs" / config)],
-                           check=True)
+            from dynsim.cli import EXIT_DIVERGED, EXIT_OK
+
+            toml = ROOT / "data" / "configs" / config
+            done = subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(toml)])
+            if done.returncode not in (EXIT_OK, EXIT_DIVERGED):  # diverged: frozen points, which are results
+                raise SystemExit(f"dynsim sweep {toml} failed (exit {done.returncode}): see its messages above")
         blocks[name] = markdown(name, *sweep_rows(path, axis), axis, merged)
     write_blocks(args.results, blocks)
     return 0
