@@ -166,23 +166,22 @@ def _cmd_derive(args) -> int:
 def _cmd_sweep(args) -> int:
     import dataclasses
 
-    from .sweep import load_sweep, run_sweep
+    from .sweep import failed_points, load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep, output=args.output, scheduler=args.scheduler)
     if args.workers:
         sweep = dataclasses.replace(sweep, workers=args.workers)
     status = run_sweep(sweep, progress=False if args.quiet else None)
-    failed = {i: s for i, s in status.items() if s["code"] != "completed"}
-    done = len(status) - len(failed)
+    unfinished = {i: s for i, s in status.items() if s["code"] != "completed"}
+    done = len(status) - len(unfinished)
     where = f"{sweep.merged_path} and {sweep.output}/" if sweep.merge else f"{sweep.output}/"
     print(f"dynsim sweep: {done}/{len(sweep.points)} points completed; wrote {where} (index.json lists them)",
-          file=sys.stderr if failed else sys.stdout)
-    for i, s in sorted(failed.items()):
+          file=sys.stderr if unfinished else sys.stdout)
+    for i, s in sorted(unfinished.items()):
         print(f"  point {i:04d} {s['code']}: {s['message']}", file=sys.stderr)
-    if not failed:
+    if not unfinished:
         return EXIT_OK
-    # a frozen diverged point is a result (as for ``dynsim run``): only a point that failed is an error
-    return EXIT_DIVERGED if all(s["code"] == "diverged" for s in failed.values()) else EXIT_ERROR
+    return EXIT_ERROR if failed_points(status) else EXIT_DIVERGED
 
 
 def _cmd_compile(args) -> int:

@@ -282,6 +282,12 @@ def run_sweep(sweep: Sweep, *, progress=None, client=None) -> dict:
     return status
 
 
+def failed_points(status: dict) -> dict:
+    """The points of a ``run_sweep`` status that neither completed nor diverged: a diverged point
+    (frozen or stopped) is a result, as a diverged ``dynsim run`` is; any other end is an error."""
+    return {i: s for i, s in status.items() if s["code"] not in ("completed", "diverged")}
+
+
 def merge(sweep: Sweep, status: dict) -> Path:
     """Copy every completed point's file into ``OUTPUT.h5`` (the store writes it; see ``write_sweep_file``)."""
     points = []

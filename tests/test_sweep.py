@@ -158,9 +158,9 @@ def test_a_diverged_point_is_a_result_that_a_rerun_keeps(tmp_path):
 
 
 def test_sweep_cli_exits_3_when_points_diverged_and_the_rest_completed(tmp_path):
-    """``dynsim sweep`` over two seeds of a config that diverges under "freeze" (seed 3 does, at eta =
-    0.7) and one that does not (eta = 0.05): exit 3, as ``dynsim run`` gives for a diverged run, not
-    the 1 of a failed point (which stopped a script that ran the sweep and then merged its frozen
+    """``dynsim sweep`` over two learning rates of a config run under "freeze": eta = 0.7 diverges
+    (test_divergence's config), eta = 0.05 does not. Exit 3, as ``dynsim run`` gives for a diverged run,
+    not the 1 of a failed point (which stopped the scripts that ran a sweep and then read its frozen
     points)."""
     from test_divergence import FREEZE
 

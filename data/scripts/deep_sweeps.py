@@ -12,7 +12,6 @@ the fooling fraction, each as the mean over replicas with a 95 % percentile boot
 replicas; the points the sweep could not complete (diverged) are named; the best point is the one of
 highest mean test accuracy, with the points whose interval overlaps its own.
 """
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,12 +89,11 @@ def main(argv=None) -> int:
     for name, (config, merged, axis) in SWEEPS.items():
         path = args.runs / merged
         if not path.exists():  # the sweep configs write their merged file to runs/ and resume their points
-            from dynsim.cli import EXIT_DIVERGED, EXIT_OK
+            from dynsim.sweep import failed_points, load_sweep, run_sweep
 
-            toml = ROOT / "data" / "configs" / config
-            done = subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(toml)])
-            if done.returncode not in (EXIT_OK, EXIT_DIVERGED):  # diverged: frozen points, which are results
-                raise SystemExit(f"dynsim sweep {toml} failed (exit {done.returncode}): see its messages above")
+            failed = failed_points(run_sweep(load_sweep(ROOT / "data" / "configs" / config)))
+            if failed:
+                raise SystemExit(f"{config}: points failed: {failed}")
         blocks[name] = markdown(name, *sweep_rows(path, axis), axis, merged)
     write_blocks(args.results, blocks)
     return 0

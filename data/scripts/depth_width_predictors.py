@@ -40,7 +40,6 @@ trained (on MNIST-1D that includes narrow nets that underfit, not only deep ones
 the statistics are given over all configurations and again over the trained ones only.
 """
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -98,18 +97,17 @@ def merge_points(sweep_toml, output=None) -> Path:
 def ensure_sweep(sweep_toml, output, run_missing=True) -> Path:
     """The merged file of a sweep: rebuilt from its point files where they are here (so that its frozen
     diverged points are in it), after running the sweep where a declared point is not finished and
-    ``run_missing`` (``dynsim sweep`` resumes the points it has and skips the finished ones, diverged
-    ones included); a merged file without its point folder is kept as it is."""
-    from dynsim.cli import EXIT_DIVERGED, EXIT_OK
-    from dynsim.sweep import load_sweep
+    ``run_missing`` (``run_sweep``, as ``dynsim sweep`` runs it: it resumes the points it has and skips
+    the finished ones, diverged ones included); a merged file without its point folder is kept as it is."""
+    from dynsim.sweep import failed_points, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_toml, output=output)
     if sweep.merged_path.exists() and not (sweep.output / "points").exists():
         return sweep.merged_path
     if run_missing and not all(kept for _, _, kept in _point_states(sweep)):
-        done = subprocess.run([sys.executable, "-m", "dynsim.cli", "sweep", str(sweep_toml), "-o", str(output)])
-        if done.returncode not in (EXIT_OK, EXIT_DIVERGED):  # diverged: frozen points, which are results
-            raise SystemExit(f"dynsim sweep {sweep_toml} failed (exit {done.returncode}): see its messages above")
+        failed = failed_points(run_sweep(sweep))
+        if failed:
+            raise SystemExit(f"{sweep_toml}: points failed: {failed}")
     return merge_points(sweep_toml, output)
 
 

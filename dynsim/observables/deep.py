@@ -337,8 +337,8 @@ def weight_basin(theta, x, labels, layers, act, seed, replica, n_directions, max
 # worker whose heartbeat thread cannot take the GIL that long is killed by its scheduler.
 @njit(cache=True, error_model="numpy", nogil=True)
 def _measure_kernel(r0, r1, params, x_train, labels_train, x_test, labels_test, layers, act, feature_x, noise_x,
-                    basin_x, directions, max_radius, bisections, weight_x, weight_labels, seed, weight_directions, max_eps,
-                    weight_fraction, slope_min, metrics, modes, feat_data, feat_noise, confidence, basin,
+                    basin_x, directions, max_radius, bisections, weight_x, weight_labels, seed, weight_directions,
+                    max_eps, weight_fraction, slope_min, metrics, modes, feat_data, feat_noise, confidence, basin,
                     weight_basin_out):
     dim = params.shape[1]
     last = layers.shape[0] - 1
